@@ -1,0 +1,232 @@
+"""The book's sliding-window data loader, in NumPy.
+
+``SlidingWindowDataset`` views one token array as overlapping windows without
+copying them; ``Batcher`` cuts an epoch of such windows into batches, each one a
+single vectorized gather; ``create_dataloader`` is the NumPy port of the book's
+``create_dataloader_v1`` (``GPTDatasetV1`` + torch ``DataLoader``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from flax_embed.tokenizer import encode
+
+__all__ = [
+    "Batch",
+    "Batcher",
+    "SlidingWindowDataset",
+    "WindowSource",
+    "create_dataloader",
+    "epoch_permutation",
+]
+
+Batch = tuple[np.ndarray, np.ndarray]
+"""``(inputs_BxT, targets_BxT)``, two int32 arrays; targets are inputs shifted by one."""
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
+class WindowSource(Protocol):
+    """What ``Batcher`` reads: a random-access source of ``(inputs, targets)`` pairs."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Batch: ...
+
+
+class SlidingWindowDataset:
+    """Input/target windows over one token array, as the book's ``GPTDatasetV1``.
+
+    Window ``i`` starts at token ``i * stride``; its inputs are
+    ``token_ids[i*stride : i*stride + max_length]`` and its targets the same span
+    shifted by one token. As in the book (``range(0, N - max_length, stride)``) there
+    are ``(N - max_length - 1) // stride + 1`` windows, so every target exists.
+
+    The windows are a strided view of ``token_ids`` (``np.lib.stride_tricks``): no
+    window is copied until it is read. A ``np.memmap`` works too, in any integer
+    dtype (uint16 token files included); what is read is widened to int32.
+
+    It satisfies Grain's ``RandomAccessDataSource`` protocol.
+
+    Example::
+
+      >>> ds = SlidingWindowDataset(np.arange(10), max_length=4, stride=2)
+      >>> len(ds)
+      3
+      >>> ds[1]
+      (array([2, 3, 4, 5], dtype=int32), array([3, 4, 5, 6], dtype=int32))
+
+    Args:
+      token_ids: the token ids, shape ``(N,)``, an integer array-like.
+      max_length: tokens per window, ``T``.
+      stride: tokens between the starts of consecutive windows.
+    """
+
+    def __init__(self, token_ids: np.ndarray | Sequence[int], max_length: int, stride: int):
+        self.max_length = _positive_int("max_length", max_length)
+        self.stride = _positive_int("stride", stride)
+        tokens_N = token_ids if isinstance(token_ids, np.ndarray) else np.asarray(token_ids)
+        if tokens_N.ndim != 1:
+            raise ValueError(f"token_ids must have rank 1, got shape {tokens_N.shape}")
+        if tokens_N.size and not np.issubdtype(tokens_N.dtype, np.integer):
+            raise TypeError(f"token_ids must be integers, got dtype {tokens_N.dtype}")
+        if tokens_N.size == 0:
+            tokens_N = tokens_N.astype(np.int32)
+        if tokens_N.dtype.itemsize > 4 or tokens_N.dtype == np.uint32:
+            if tokens_N.size and (tokens_N.min() < 0 or tokens_N.max() > np.iinfo(np.int32).max):
+                raise ValueError("token_ids do not fit in int32")
+            tokens_N = tokens_N.astype(np.int32)
+        n = tokens_N.shape[0]
+        if n < self.max_length + 1:
+            raise ValueError(
+                f"text too short: {n} tokens, but one window of max_length={self.max_length} "
+                f"needs at least {self.max_length + 1} (inputs plus the shifted target)"
+            )
+        self.token_ids = tokens_N
+        # One row per window start, max_length + 1 tokens each: inputs are [:-1], targets [1:].
+        self._windows_WxT1 = np.lib.stride_tricks.sliding_window_view(
+            tokens_N, self.max_length + 1
+        )[:: self.stride]
+
+    def __len__(self) -> int:
+        return self._windows_WxT1.shape[0]
+
+    def __getitem__(self, index: int) -> Batch:
+        try:
+            i = operator.index(index)
+        except TypeError:
+            raise TypeError(f"window index must be an int, got {type(index).__name__}") from None
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"window index {i} out of range for {n} windows")
+        window_T1 = self._windows_WxT1[i].astype(np.int32)
+        return window_T1[:-1], window_T1[1:]
+
+    def gather(self, indices_B: np.ndarray) -> Batch:
+        """Reads the windows ``indices_B`` at once: one fancy-indexing gather.
+
+        Returns:
+          ``(inputs_BxT, targets_BxT)``, int32 arrays of shape ``(B, max_length)``.
+        """
+        windows_BxT1 = self._windows_WxT1[np.asarray(indices_B, dtype=np.intp)]
+        windows_BxT1 = windows_BxT1.astype(np.int32, copy=False)
+        return windows_BxT1[:, :-1], windows_BxT1[:, 1:]
+
+    def __repr__(self) -> str:
+        return (
+            f"SlidingWindowDataset(num_tokens={self.token_ids.shape[0]}, "
+            f"max_length={self.max_length}, stride={self.stride}, num_windows={len(self)})"
+        )
+
+
+def epoch_permutation(num_windows: int, seed: int, epoch: int) -> np.ndarray:
+    """The window order of one shuffled epoch: the same on every machine.
+
+    A permutation of ``range(num_windows)`` drawn from ``PCG64`` seeded with
+    ``(seed, epoch)``, so each epoch has its own order and every window appears once.
+    """
+    rng = np.random.Generator(np.random.PCG64([int(seed), int(epoch)]))
+    return rng.permutation(num_windows)
+
+
+@dataclasses.dataclass
+class Batcher:
+    """Cuts a window source into batches, epoch after epoch.
+
+    Each ``iter(batcher)`` runs one epoch and the next ``iter`` the following one,
+    as a torch ``DataLoader`` does. With ``shuffle=False`` the windows come in order;
+    with ``shuffle=True`` in the order of ``epoch_permutation(len(dataset), seed,
+    epoch)``. ``len(batcher)`` is the number of batches in an epoch.
+
+    Example::
+
+      >>> ds = SlidingWindowDataset(np.arange(100), max_length=4, stride=4)
+      >>> inputs_BxT, targets_BxT = next(iter(Batcher(ds, batch_size=8)))
+      >>> inputs_BxT.shape, targets_BxT.dtype
+      ((8, 4), dtype('int32'))
+
+    Attributes:
+      dataset: the windows; a ``SlidingWindowDataset`` or any source with
+        ``__len__`` and ``__getitem__`` returning ``(inputs, targets)``.
+      batch_size: windows per batch, ``B``.
+      shuffle: whether each epoch visits the windows in a seeded random order.
+      drop_last: whether to drop the last batch when it has fewer than ``B`` windows.
+      seed: the shuffle seed.
+    """
+
+    dataset: WindowSource
+    batch_size: int
+    shuffle: bool = True
+    drop_last: bool = True
+    seed: int = 0
+    epoch: int = dataclasses.field(default=0, kw_only=True)
+    """The epoch the next ``iter()`` runs."""
+
+    def __post_init__(self):
+        _positive_int("batch_size", self.batch_size)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be non-negative, got {self.seed}")
+
+    def __len__(self) -> int:
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def window_order(self, epoch: int) -> np.ndarray:
+        """The window indices of ``epoch`` in the order they are batched."""
+        n = len(self.dataset)
+        return epoch_permutation(n, self.seed, epoch) if self.shuffle else np.arange(n)
+
+    def iter_epoch(self, epoch: int) -> Iterator[Batch]:
+        """Yields the batches of ``epoch`` without advancing ``self.epoch``."""
+        order = self.window_order(epoch)
+        gather = getattr(self.dataset, "gather", None)
+        for b in range(len(self)):
+            indices_B = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if gather is not None:
+                yield gather(indices_B)
+            else:
+                pairs = [self.dataset[int(i)] for i in indices_B]
+                yield (
+                    np.stack([np.asarray(x, np.int32) for x, _ in pairs]),
+                    np.stack([np.asarray(y, np.int32) for _, y in pairs]),
+                )
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return self.iter_epoch(epoch)
+
+
+def create_dataloader(
+    text: str,
+    batch_size: int = 4,
+    max_length: int = 256,
+    stride: int = 128,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    seed: int = 0,
+) -> Batcher:
+    """The NumPy port of the book's ``create_dataloader_v1``, with its defaults.
+
+    Tokenizes ``text`` with GPT-2 BPE (``<|endoftext|>`` allowed), cuts it into
+    sliding windows and batches them. With ``shuffle=False`` the batches equal the
+    book's ``GPTDatasetV1`` + torch ``DataLoader`` batch for batch.
+
+    Returns:
+      A ``Batcher`` yielding ``(inputs_BxT, targets_BxT)`` int32 arrays.
+    """
+    dataset = SlidingWindowDataset(encode(text), max_length=max_length, stride=stride)
+    return Batcher(dataset, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)

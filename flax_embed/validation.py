@@ -1,0 +1,85 @@
+"""Host-side checks of token ids and positions.
+
+JAX does not raise for an out-of-range gather: it returns NaN rows, clamps or
+wraps, depending on the mode. These checks run on concrete arrays before the
+lookup so that bad input is reported the way torch reports it, with more detail.
+Under ``jax.jit`` the values are not known; see ``InputEmbedding`` for the
+checked path (``jax.experimental.checkify``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["check_index_dtype", "check_indices_in_range", "check_inputs", "is_concrete"]
+
+
+def is_concrete(x) -> bool:
+    """Whether ``x``'s values are known now (not a tracer inside ``jit``/``grad``)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_index_dtype(name: str, x) -> None:
+    """Raises TypeError unless ``x`` holds integers (bool is not accepted)."""
+    dtype = np.dtype(x.dtype)
+    if not np.issubdtype(dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {dtype}")
+
+
+def check_indices_in_range(name: str, x, upper: int) -> None:
+    """Raises ValueError naming the first entry of ``x`` outside ``[0, upper)``.
+
+    ``x`` must be concrete. The error names the value and its index, e.g.
+    ``token_ids[3, 1] = 50300 is outside [0, 50257)``.
+    """
+    values = np.asarray(x)
+    bad = (values < 0) | (values >= upper)
+    if bad.any():
+        where = np.unravel_index(int(np.argmax(bad)), values.shape)
+        index = ", ".join(str(int(i)) for i in where)
+        raise ValueError(
+            f"{name}[{index}] = {values[where]} is outside [0, {upper}) "
+            f"({int(bad.sum())} of {values.size} entries are out of range)"
+        )
+
+
+def check_inputs(token_ids, positions, *, vocab_size: int, context_length: int):
+    """Checks an embedding call's arguments; returns the positions to look up.
+
+    Shapes and dtypes are checked always (they are static under ``jit``), values
+    only when concrete.
+
+    Args:
+      token_ids: ``(B, T)`` or ``(T,)`` ints in ``[0, vocab_size)``.
+      positions: ``None``, ``(T,)`` or ``token_ids.shape`` ints in ``[0, context_length)``.
+
+    Returns:
+      ``positions``, or ``arange(T)`` (int32, shape ``(T,)``) when it is None.
+
+    Raises:
+      TypeError: non-integer ids or positions.
+      ValueError: a wrong rank or shape, ``T > context_length``, or a value out of range.
+    """
+    check_index_dtype("token_ids", token_ids)
+    if token_ids.ndim not in (1, 2):
+        raise ValueError(f"token_ids must have shape (B, T) or (T,), got {tuple(token_ids.shape)}")
+    seq_len = token_ids.shape[-1]
+    if seq_len > context_length:
+        raise ValueError(
+            f"sequence length {seq_len} is longer than the context: context_length={context_length}"
+        )
+    if is_concrete(token_ids):
+        check_indices_in_range("token_ids", token_ids, vocab_size)
+    if positions is None:
+        return jnp.arange(seq_len, dtype=jnp.int32)
+    check_index_dtype("positions", positions)
+    if tuple(positions.shape) not in ((seq_len,), tuple(token_ids.shape)):
+        raise ValueError(
+            f"positions must have shape ({seq_len},) or {tuple(token_ids.shape)} "
+            f"to match token_ids, got {tuple(positions.shape)}"
+        )
+    if is_concrete(positions):
+        check_indices_in_range("positions", positions, context_length)
+    return positions
