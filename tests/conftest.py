@@ -27,6 +27,6 @@ def verdict_text() -> str:
 @pytest.fixture(scope="session")
 def sample_text() -> str:
     """The sample text bundled with the package (always present)."""
-    from flax_embed.cli import read_text
+    import flax_embed
 
-    return read_text(None)
+    return flax_embed.sample_text()
