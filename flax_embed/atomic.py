@@ -1,0 +1,43 @@
+"""Atomic file writes: a temporary file beside the target, renamed into place.
+
+A reader sees the old file or the whole new one, never half of one; a write that
+fails or is interrupted leaves the target as it was and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+__all__ = ["atomic_open", "atomic_path"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yields a fresh temporary path beside ``path``; renames it onto ``path`` on success.
+
+    For writers that take a file name (``safetensors.numpy.save_file``). On an
+    exception the temporary file is deleted and ``path`` is untouched.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+    """``open(path, mode)`` for writing, atomically: flushed to disk, then renamed."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
