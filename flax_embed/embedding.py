@@ -7,11 +7,20 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.typing import PrecisionLike
 
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
-from flax_embed.validation import check_inputs
+from flax_embed.validation import check_dropout_rate, check_inputs
 
-__all__ = ["InputEmbedding", "embed_sum", "lookup", "torch_embedding_init"]
+__all__ = [
+    "POSITION_AXES",
+    "TOKEN_AXES",
+    "InputEmbedding",
+    "embed_sum",
+    "lookup",
+    "tied_logits",
+    "torch_embedding_init",
+]
 
 Dtype = Any
 Initializer = jax.nn.initializers.Initializer
@@ -19,24 +28,63 @@ Initializer = jax.nn.initializers.Initializer
 torch_embedding_init: Initializer = jax.nn.initializers.normal(stddev=1.0)
 """N(0, 1), the distribution ``torch.nn.Embedding`` initialises its weight with."""
 
+TOKEN_AXES = ("vocab", "embed")
+"""Logical axis names of ``tok_emb``'s ``(V, D)`` table (``InputEmbedding(logical_axes=True)``)."""
+POSITION_AXES = ("position", "embed")
+"""Logical axis names of ``pos_emb``'s ``(C, D)`` table."""
+
 
 def lookup(table_VxD: jax.Array, ids: jax.Array) -> jax.Array:
     """Rows ``ids`` of ``table_VxD``: a gather, shape ``ids.shape + (D,)``.
 
     The ids must already be checked (``validation.check_inputs``); an id out of
-    range that slips through under ``jit`` gives a NaN row, never a clamped one.
+    range that slips through under ``jit`` gives a NaN row, never a clamped or
+    wrapped one, and ``checkify.index_checks`` reports it.
     """
-    return jnp.take(table_VxD, ids, axis=0, mode="fill", fill_value=jnp.nan)
+    if jnp.issubdtype(ids.dtype, jnp.signedinteger):
+        # JAX indexing wraps negative ids as NumPy does (-1 is the last row); send them past
+        # the end instead, so that they are out of range like any other bad id.
+        ids = ids.astype(jnp.promote_types(ids.dtype, jnp.int32))
+        ids = jnp.where(ids < 0, table_VxD.shape[0], ids)
+    # No ids are negative now: skip jnp.take's own wrapping (a second select on the ids).
+    return table_VxD.at[ids].get(mode="fill", fill_value=jnp.nan, wrap_negative_indices=False)
 
 
 def embed_sum(
-    tok_VxD: jax.Array, pos_CxD: jax.Array, token_ids: jax.Array, positions: jax.Array
+    tok_VxD: jax.Array,
+    pos_CxD: jax.Array,
+    token_ids: jax.Array,
+    positions: jax.Array | None = None,
 ) -> jax.Array:
     """``tok_VxD[token_ids] + pos_CxD[positions]``: the whole input stage, unchecked.
 
     Shared by the Linen and NNX modules. Returns ``token_ids.shape + (D,)``.
+    ``positions=None`` means ``arange(T)``, read as the slice ``pos_CxD[:T]`` (the
+    same rows, so the same bits): it fuses with the token gather into one kernel,
+    where a gather of ``arange(T)`` is a second kernel and buffer (benchmarks/).
     """
+    if positions is None:
+        return lookup(tok_VxD, token_ids) + pos_CxD[: token_ids.shape[-1]]
     return lookup(tok_VxD, token_ids) + lookup(pos_CxD, positions)
+
+
+def tied_logits(
+    x_xD: jax.Array,
+    tok_VxD: jax.Array,
+    *,
+    dtype: Dtype | None = None,
+    precision: PrecisionLike = jax.lax.Precision.HIGHEST,
+) -> jax.Array:
+    """GPT-2's tied output head: ``x_xD @ tok_VxD.T``, logits of shape ``(..., V)``.
+
+    Shared by the Linen and NNX modules' ``attend``. Both operands are promoted to
+    ``dtype`` (default: their common type), as ``nn.Embed.attend`` does. Unlike
+    ``nn.Embed.attend``, the matmul's ``precision`` is explicit: ``HIGHEST`` by
+    default, because the default precision of a float32 matmul on GPU (TF32) and
+    TPU (bfloat16 passes) is not float32; on CPU the two are the same.
+    """
+    x_xD, tok_VxD = nn.dtypes.promote_dtype(x_xD, tok_VxD, dtype=dtype)
+    return jnp.dot(x_xD, tok_VxD.T, precision=precision)
 
 
 def _table(embed: nn.Embed) -> jax.Array:
@@ -79,6 +127,20 @@ class InputEmbedding(nn.Module):
       dtype: the dtype of the computation (default: that of the params).
       param_dtype: the dtype of the tables.
       embedding_init: initializer of both tables; N(0, 1) as in torch.
+      dropout_rate: embedding dropout after the sum (the book's ``drop_emb``);
+        0.0, the default, applies none and leaves the outputs bit for bit unchanged.
+      deterministic: whether dropout is off; when ``dropout_rate > 0`` it must be
+        given here or to ``__call__`` (not both), as for ``nn.Dropout``. Dropout
+        draws its mask from the ``'dropout'`` rng: ``apply(..., rngs={'dropout': key})``.
+      precision: the precision of ``attend``'s matmul (lookups are gathers, exact);
+        ``HIGHEST`` (true float32) by default, see ``tied_logits``.
+      logical_axes: whether to annotate the tables with logical axis names,
+        ``TOKEN_AXES = ('vocab', 'embed')`` and ``POSITION_AXES = ('position',
+        'embed')`` (``nn.with_logical_partitioning``), so they can be sharded on a
+        mesh (``sharding.init_sharded``). ``init`` then returns
+        ``nn.LogicallyPartitioned`` boxes instead of arrays: ``apply`` takes them as
+        they are, ``nn.unbox(params)`` gives the plain arrays (for
+        ``params_to_torch`` and the like). Off by default: plain arrays.
     """
 
     vocab_size: int = GPT2_VOCAB_SIZE
@@ -87,18 +149,32 @@ class InputEmbedding(nn.Module):
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     embedding_init: Initializer = torch_embedding_init
+    dropout_rate: float = 0.0
+    deterministic: bool | None = None
+    precision: PrecisionLike = jax.lax.Precision.HIGHEST
+    logical_axes: bool = False
+
+    def _init(self, axes: tuple[str, str]) -> Initializer:
+        if self.logical_axes:
+            return nn.with_logical_partitioning(self.embedding_init, axes)
+        return self.embedding_init
 
     def setup(self):
-        embed = dict(
-            features=self.features,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            embedding_init=self.embedding_init,
+        embed = dict(features=self.features, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.tok_emb = nn.Embed(self.vocab_size, embedding_init=self._init(TOKEN_AXES), **embed)
+        self.pos_emb = nn.Embed(
+            self.context_length, embedding_init=self._init(POSITION_AXES), **embed
         )
-        self.tok_emb = nn.Embed(self.vocab_size, **embed)
-        self.pos_emb = nn.Embed(self.context_length, **embed)
+        check_dropout_rate(self.dropout_rate)
+        self.drop_emb = nn.Dropout(self.dropout_rate, deterministic=self.deterministic)
 
-    def __call__(self, token_ids: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        token_ids: jax.Array,
+        positions: jax.Array | None = None,
+        *,
+        deterministic: bool | None = None,
+    ) -> jax.Array:
         """Embeds a batch of token ids.
 
         Args:
@@ -106,14 +182,21 @@ class InputEmbedding(nn.Module):
             ``[0, vocab_size)``; ``T <= context_length``.
           positions: int array ``(T,)`` or ``(B, T)`` in ``[0, context_length)``;
             defaults to ``arange(T)``. Use offsets for decoding or packed sequences.
+          deterministic: True turns dropout off, False on; give it here or as the
+            field, not both (``nn.merge_param``). Read only when ``dropout_rate > 0``.
+            Under ``jit`` keep it static: ``jax.jit(model.apply,
+            static_argnames="deterministic")``.
 
         Returns:
           ``(B, T, features)`` (or ``(T, features)``) embeddings.
         """
-        positions = check_inputs(
+        check_inputs(
             token_ids, positions, vocab_size=self.vocab_size, context_length=self.context_length
         )
-        return embed_sum(_table(self.tok_emb), _table(self.pos_emb), token_ids, positions)
+        x = embed_sum(_table(self.tok_emb), _table(self.pos_emb), token_ids, positions)
+        if self.dropout_rate > 0:
+            x = self.drop_emb(x, deterministic=deterministic)
+        return x
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Logits against the token table (GPT-2's tied output head): ``x @ tok_emb.T``.
@@ -122,6 +205,6 @@ class InputEmbedding(nn.Module):
           x: ``(..., features)``.
 
         Returns:
-          ``(..., vocab_size)``.
+          ``(..., vocab_size)``, computed at ``self.precision`` (default ``HIGHEST``).
         """
-        return self.tok_emb.attend(x)
+        return tied_logits(x, self.tok_emb.embedding, dtype=self.dtype, precision=self.precision)

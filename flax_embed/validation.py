@@ -10,10 +10,15 @@ checked path (``jax.experimental.checkify``).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_index_dtype", "check_indices_in_range", "check_inputs", "is_concrete"]
+__all__ = [
+    "check_dropout_rate",
+    "check_index_dtype",
+    "check_indices_in_range",
+    "check_inputs",
+    "is_concrete",
+]
 
 
 def is_concrete(x) -> bool:
@@ -35,6 +40,8 @@ def check_indices_in_range(name: str, x, upper: int) -> None:
     ``token_ids[3, 1] = 50300 is outside [0, 50257)``.
     """
     values = np.asarray(x)
+    if values.size == 0 or (values.min() >= 0 and values.max() < upper):
+        return  # the common case: two reductions, no temporary arrays
     bad = (values < 0) | (values >= upper)
     if bad.any():
         where = np.unravel_index(int(np.argmax(bad)), values.shape)
@@ -45,8 +52,8 @@ def check_indices_in_range(name: str, x, upper: int) -> None:
         )
 
 
-def check_inputs(token_ids, positions, *, vocab_size: int, context_length: int):
-    """Checks an embedding call's arguments; returns the positions to look up.
+def check_inputs(token_ids, positions, *, vocab_size: int, context_length: int) -> None:
+    """Checks an embedding call's arguments (``positions=None`` means ``arange(T)``).
 
     Shapes and dtypes are checked always (they are static under ``jit``), values
     only when concrete.
@@ -54,9 +61,6 @@ def check_inputs(token_ids, positions, *, vocab_size: int, context_length: int):
     Args:
       token_ids: ``(B, T)`` or ``(T,)`` ints in ``[0, vocab_size)``.
       positions: ``None``, ``(T,)`` or ``token_ids.shape`` ints in ``[0, context_length)``.
-
-    Returns:
-      ``positions``, or ``arange(T)`` (int32, shape ``(T,)``) when it is None.
 
     Raises:
       TypeError: non-integer ids or positions.
@@ -73,7 +77,7 @@ def check_inputs(token_ids, positions, *, vocab_size: int, context_length: int):
     if is_concrete(token_ids):
         check_indices_in_range("token_ids", token_ids, vocab_size)
     if positions is None:
-        return jnp.arange(seq_len, dtype=jnp.int32)
+        return
     check_index_dtype("positions", positions)
     if tuple(positions.shape) not in ((seq_len,), tuple(token_ids.shape)):
         raise ValueError(
@@ -82,4 +86,9 @@ def check_inputs(token_ids, positions, *, vocab_size: int, context_length: int):
         )
     if is_concrete(positions):
         check_indices_in_range("positions", positions, context_length)
-    return positions
+
+
+def check_dropout_rate(rate: float) -> None:
+    """Raises ValueError unless ``0 <= rate <= 1`` (the probability of dropping, as in torch)."""
+    if not 0.0 <= rate <= 1.0:  # also rejects NaN
+        raise ValueError(f"dropout_rate must be in [0, 1], got {rate}")

@@ -22,6 +22,8 @@ class CheckResult:
       tolerance: the largest max |Δ| that passes; 0.0 means bit-identical is required.
       bit_identical: whether the arrays are equal bit for bit (``array_equal``).
       note: how the tolerance was justified, or other detail (ULP distance, ...).
+      pinned: for a pinned behaviour difference (no arrays compared): whether every
+        framework behaved as pinned; when set, it alone decides ``passed``.
     """
 
     check: str
@@ -33,9 +35,12 @@ class CheckResult:
     tolerance: float
     bit_identical: bool
     note: str = ""
+    pinned: bool | None = None
 
     @property
     def passed(self) -> bool:
+        if self.pinned is not None:
+            return self.pinned
         if math.isnan(self.max_abs_diff):
             return False
         return self.bit_identical if self.tolerance == 0.0 else self.max_abs_diff <= self.tolerance
