@@ -8,10 +8,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from flax_embed.atomic import atomic_open
+from flax_embed.data import sample_text
 
 __all__ = ["CLIError", "main", "read_text"]
 
@@ -25,7 +27,7 @@ class CLIError(Exception):
 def read_text(path: str | os.PathLike[str] | None) -> str:
     """The UTF-8 text of ``path``, or the bundled sample text when ``path`` is None."""
     if path is None:
-        return resources.files("flax_embed.data").joinpath(SAMPLE_TEXT).read_text("utf-8")
+        return sample_text()
     try:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -42,16 +44,11 @@ def read_text(path: str | os.PathLike[str] | None) -> str:
 
 def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Writes ``array`` to ``path`` via a temporary file and a rename: never half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_open(path) as f:
             np.save(f, array)
-        os.replace(tmp, path)
     except OSError as e:
         raise CLIError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
@@ -129,6 +126,36 @@ def _torch_difference(params, inputs_BxT, embeddings_BxTxD, context_length, args
     return float(np.abs(expected - embeddings_BxTxD).max())
 
 
+def _cmd_parity(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("torch") is None:
+        raise CLIError("the parity report needs torch: pip install 'flax-embed[parity]'")
+    from parity.report import run
+
+    try:
+        return run(args)
+    except (ValueError, OSError) as e:
+        raise CLIError(str(e)) from None
+
+
+def _add_parity(commands) -> None:
+    from parity.options import add_arguments
+
+    parity = commands.add_parser(
+        "parity",
+        help="compare with the PyTorch reference: forward, conversion, gradients, AdamW",
+        description="Runs the parity report (as python -m parity): a table of every check on "
+        "every JAX backend present; exit code 1 when a check fails.",
+    )
+    add_arguments(parity)
+    parity.set_defaults(run=_cmd_parity)
+
+
+def _add_tokenize(commands) -> None:
+    from flax_embed.tokenize_command import add_parser  # imports this module: not at the top
+
+    add_parser(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flax-embed",
@@ -158,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--out", metavar="FILE.npy", help="save the (B, T, D) embeddings here")
     embed.add_argument("--json", action="store_true", help="print one JSON object instead")
     embed.set_defaults(run=_cmd_embed)
+    _add_parity(commands)
+    _add_tokenize(commands)
     return parser
 
 
