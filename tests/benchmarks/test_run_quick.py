@@ -1,0 +1,75 @@
+"""Smoke test of the benchmark harness: ``benchmarks/run.py --quick`` runs every row.
+
+No timing is asserted (speed is judged from the table's ratios, never in tests);
+what is checked is that each section ran and that the correctness facts the rows
+report hold: outputs bit-identical to torch, parallel ids identical to one call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def report() -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def table_rows(report: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in report.splitlines()
+        if re.match(r"\| \d+ \|", line)
+    ]
+
+
+def test_describes_the_machine(report):
+    for field in ("date:", "cpu:", "cores:", "jax:", "torch:", "numpy:"):
+        assert field in report
+
+
+@pytest.mark.parametrize(
+    ("section", "what"),
+    [
+        ("loader", "build + 1 epoch, 20,000 tokens, stride 128"),
+        ("loader", "build + 1 epoch, 2,000 tokens, stride 1"),
+        ("loader", "peak RSS growth, 2,000 tokens, stride 1"),
+        ("forward", "(8, 4, 256) jit vs torch eager [JAX defaults]"),
+        ("forward", "(8, 4, 256) jit vs torch eager [tuned]"),
+        ("forward", "jit vs memcpy of the output [tuned]"),
+        ("forward", "first call (trace + compile) [JAX defaults]"),
+        ("tokenizer", "encode_parallel vs one tiktoken encode"),
+        ("pipeline", "with prefetch (size 2)"),
+    ],
+)
+def test_has_the_row_with_a_measurement(report, section, what):
+    rows = [r for r in table_rows(report) if r[1] == section and what in r[2]]
+    assert rows, f"no {section} row {what!r} in:\n{report}"
+    assert all(r[3] and r[3] not in ("failed", "not available") for r in rows), rows
+
+
+def test_every_forward_output_equals_torch_bit_for_bit(report):
+    deltas = re.findall(r"max\|Δ\| vs torch = (\S+?);", report)
+    assert len(deltas) >= 6 and set(deltas) == {"0"}, deltas
+
+
+def test_parallel_ids_are_identical(report):
+    assert "ids identical: True" in report
