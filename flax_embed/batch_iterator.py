@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flax_embed.validation import check_positive_int
+
 if TYPE_CHECKING:
     from flax_embed.batcher import Batch, Batcher
 
@@ -53,10 +55,9 @@ class BatchIterator:
     """
 
     def __init__(self, batcher: Batcher, first_epoch: int = 0, num_epochs: int | None = None):
-        if first_epoch < 0:
-            raise ValueError(f"first_epoch must be non-negative, got {first_epoch}")
-        if num_epochs is not None and num_epochs < 0:
-            raise ValueError(f"num_epochs must be non-negative or None, got {num_epochs}")
+        check_positive_int("first_epoch", first_epoch, minimum=0)
+        if num_epochs is not None:
+            check_positive_int("num_epochs", num_epochs, minimum=0)
         self._batcher = batcher
         self._first_epoch = int(first_epoch)
         self._stop_epoch = None if num_epochs is None else int(first_epoch + num_epochs)

@@ -19,6 +19,7 @@ import numpy as np
 from flax_embed.batch_iterator import BatchIterator
 from flax_embed.fingerprint import dataset_fingerprint
 from flax_embed.tokenizer import encode
+from flax_embed.validation import check_positive_int
 
 __all__ = [
     "Batch",
@@ -32,14 +33,6 @@ __all__ = [
 
 Batch = tuple[np.ndarray, np.ndarray]
 """``(inputs_BxT, targets_BxT)``, two int32 arrays; targets are inputs shifted by one."""
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return int(value)
 
 
 class WindowSource(Protocol):
@@ -79,8 +72,8 @@ class SlidingWindowDataset:
     """
 
     def __init__(self, token_ids: np.ndarray | Sequence[int], max_length: int, stride: int):
-        self.max_length = _positive_int("max_length", max_length)
-        self.stride = _positive_int("stride", stride)
+        self.max_length = check_positive_int("max_length", max_length)
+        self.stride = check_positive_int("stride", stride)
         tokens_N = token_ids if isinstance(token_ids, np.ndarray) else np.asarray(token_ids)
         if tokens_N.ndim != 1:
             raise ValueError(f"token_ids must have rank 1, got shape {tokens_N.shape}")
@@ -220,7 +213,7 @@ class Batcher:
     """The epoch the next ``iter()`` runs."""
     shard_index: int | None = dataclasses.field(default=None, kw_only=True)
     shard_count: int | None = dataclasses.field(default=None, kw_only=True)
-    _order_cache: tuple[int, np.ndarray] | None = dataclasses.field(
+    _order_cache: tuple[tuple, np.ndarray] | None = dataclasses.field(
         default=None, init=False, repr=False, compare=False
     )
     _fingerprint_cache: tuple[int, str] | None = dataclasses.field(
@@ -228,7 +221,7 @@ class Batcher:
     )
 
     def __post_init__(self):
-        _positive_int("batch_size", self.batch_size)
+        check_positive_int("batch_size", self.batch_size)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
         if self.seed < 0:
@@ -243,7 +236,7 @@ class Batcher:
                 self.shard_count = jax.process_count()
             if self.shard_index is None:
                 self.shard_index = jax.process_index()
-        count = self.shard_count = _positive_int("shard_count", self.shard_count)
+        count = self.shard_count = check_positive_int("shard_count", self.shard_count)
         index = self.shard_index
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"shard_index must be an int, got {type(index).__name__}")
@@ -288,9 +281,11 @@ class Batcher:
         """The window indices of global batch ``index`` of ``epoch``: every shard's rows."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} out of range for {len(self)} batches")
+        # Keyed by everything the order depends on: the fields may be changed in place.
+        key = (epoch, self.seed, self.shuffle, len(self.dataset))
         cached = self._order_cache
-        if cached is None or cached[0] != epoch:
-            cached = self._order_cache = (epoch, self.window_order(epoch))
+        if cached is None or cached[0] != key:
+            cached = self._order_cache = (key, self.window_order(epoch))
         return cached[1][index * self.batch_size : (index + 1) * self.batch_size]
 
     def shard_windows(self, epoch: int, index: int) -> np.ndarray:

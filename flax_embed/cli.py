@@ -59,7 +59,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from flax_embed.tokenizer import TokenizerUnavailableError
 
     text = read_text(args.file)
-    context_length = args.context_length or args.max_length
+    context_length = args.max_length if args.context_length is None else args.context_length
     try:
         loader = create_dataloader(
             text,

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax.typing import PrecisionLike
 
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
-from flax_embed.validation import check_dropout_rate, check_inputs
+from flax_embed.validation import check_inputs, check_module_options
 
 __all__ = [
     "POSITION_AXES",
@@ -39,7 +39,8 @@ def lookup(table_VxD: jax.Array, ids: jax.Array) -> jax.Array:
 
     The ids must already be checked (``validation.check_inputs``); an id out of
     range that slips through under ``jit`` gives a NaN row, never a clamped or
-    wrapped one, and ``checkify.index_checks`` reports it.
+    wrapped one, and ``checkify.index_checks`` reports it (a negative id as index
+    ``V``, where it was sent).
     """
     if jnp.issubdtype(ids.dtype, jnp.signedinteger):
         # JAX indexing wraps negative ids as NumPy does (-1 is the last row); send them past
@@ -101,7 +102,7 @@ class InputEmbedding(nn.Module):
       {'params': {'tok_emb': {'embedding': (vocab_size, features)},
                   'pos_emb': {'embedding': (context_length, features)}}}
 
-    Lookups are gathers (``jnp.take`` with an explicit mode), never one-hot
+    Lookups are gathers (``.at[ids].get`` with an explicit mode), never one-hot
     matmuls, so float32 outputs equal torch's bit for bit.
 
     Example::
@@ -160,12 +161,12 @@ class InputEmbedding(nn.Module):
         return self.embedding_init
 
     def setup(self):
+        check_module_options(self.vocab_size, self.context_length, self.features, self.dropout_rate)
         embed = dict(features=self.features, dtype=self.dtype, param_dtype=self.param_dtype)
         self.tok_emb = nn.Embed(self.vocab_size, embedding_init=self._init(TOKEN_AXES), **embed)
         self.pos_emb = nn.Embed(
             self.context_length, embedding_init=self._init(POSITION_AXES), **embed
         )
-        check_dropout_rate(self.dropout_rate)
         self.drop_emb = nn.Dropout(self.dropout_rate, deterministic=self.deterministic)
 
     def __call__(

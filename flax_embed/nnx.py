@@ -29,7 +29,7 @@ from flax_embed.embedding import (
     torch_embedding_init,
 )
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
-from flax_embed.validation import check_dropout_rate, check_inputs
+from flax_embed.validation import check_inputs, check_module_options
 
 __all__ = ["InputEmbedding", "params_from_nnx", "params_to_nnx"]
 
@@ -107,7 +107,7 @@ class InputEmbedding(nnx.Module):
         logical_axes: bool = False,
         rngs: nnx.Rngs,
     ):
-        check_dropout_rate(dropout_rate)
+        check_module_options(vocab_size, context_length, features, dropout_rate)
         self.vocab_size = vocab_size
         self.context_length = context_length
         self.features = features

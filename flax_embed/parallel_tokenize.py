@@ -51,8 +51,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from flax_embed.batcher import _positive_int
 from flax_embed.tokenizer import ENDOFTEXT, encode, gpt2_tokenizer
+from flax_embed.validation import check_positive_int
 
 __all__ = [
     "DEFAULT_CHUNK_CHARS",
@@ -101,7 +101,7 @@ def chunk_boundaries(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS) -> list[
     ``chunk_chars`` long (the last one may be shorter) and
     ``concat(encode(text[a:b]) for a, b in pairs) == encode(text)``.
     """
-    chunk_chars = _positive_int("chunk_chars", chunk_chars)
+    chunk_chars = check_positive_int("chunk_chars", chunk_chars)
     bounds = [0]
     while (p := _next_safe_boundary(text, bounds[-1] + chunk_chars)) is not None:
         bounds.append(p)
@@ -142,8 +142,8 @@ def iter_encode_parallel(
     Yields:
       int32 id arrays, in order.
     """
-    workers = default_workers() if workers is None else _positive_int("workers", workers)
-    chunk_chars = _positive_int("chunk_chars", chunk_chars)
+    workers = default_workers() if workers is None else check_positive_int("workers", workers)
+    chunk_chars = check_positive_int("chunk_chars", chunk_chars)
     encode_chunk = _encoder(bpe_dir)
     with ThreadPoolExecutor(workers) as pool:
         pending: list[str] = []  # the carried-over text, then pieces not encoded yet

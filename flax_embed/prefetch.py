@@ -10,8 +10,8 @@ from typing import Any
 import jax
 from jax.sharding import Sharding
 
-from flax_embed.batcher import _positive_int
 from flax_embed.sharding import global_batch
+from flax_embed.validation import check_positive_int
 
 __all__ = ["DevicePrefetcher", "prefetch_to_device"]
 
@@ -36,7 +36,7 @@ class DevicePrefetcher:
     """
 
     def __init__(self, iterator: Iterable[Any], size: int = 2, sharding: Sharding | None = None):
-        self.size = _positive_int("size", size)
+        self.size = check_positive_int("size", size)
         if sharding is not None and not isinstance(sharding, Sharding):
             raise TypeError(f"sharding must be a jax.sharding.Sharding, got {type(sharding)}")
         self._iterator: Iterator[Any] = iter(iterator)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flax_embed.atomic import atomic_open
+from flax_embed.atomic import new_file_mode
 from flax_embed.batcher import Batch, SlidingWindowDataset
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
 
@@ -115,6 +115,7 @@ class TokenFileWriter:
         self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in commit/abort)
             dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp", delete=False
         )
+        os.fchmod(self._file.fileno(), new_file_mode())
         if self.layout == "npy":
             self._file.write(_npy_header(self.dtype, 0))
 
@@ -155,12 +156,19 @@ class TokenFileWriter:
             if self.layout == "npy":
                 os.replace(tmp, self.path)
             else:
-                # Old sidecar first: a crash in between leaves a .bin without a sidecar (an
-                # error when read), never a new .bin described by an old sidecar.
+                # The new sidecar is written before the old files are touched; then only
+                # renames remain. The old sidecar goes first: a crash in between leaves a
+                # .bin without a sidecar (an error when read), never a new .bin described
+                # by an old sidecar.
                 sidecar = sidecar_path(self.path)
-                sidecar.unlink(missing_ok=True)
-                os.replace(tmp, self.path)
-                _write_json_atomic(sidecar, self._sidecar())
+                staged = sidecar.with_name(f".{sidecar.name}.new")
+                try:
+                    staged.write_text(json.dumps(self._sidecar(), indent=1) + "\n")
+                    sidecar.unlink(missing_ok=True)
+                    os.replace(tmp, self.path)
+                    os.replace(staged, sidecar)
+                finally:
+                    staged.unlink(missing_ok=True)
         except BaseException:
             self.abort()
             raise
@@ -188,12 +196,6 @@ class TokenFileWriter:
             self.commit()
         else:
             self.abort()
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
 
 
 def write_token_file(
@@ -453,20 +455,6 @@ class TokenFileDataset(SlidingWindowDataset):
         self._reads = 0
         if self._mapping is not None and hasattr(self._mapping, "madvise"):
             self._mapping.madvise(mmap.MADV_DONTNEED)
-
-    def fingerprint(self) -> str:
-        """The same fingerprint as an in-memory ``SlidingWindowDataset`` of these ids.
-
-        (``fingerprint.dataset_fingerprint``, which samples the ids; pages released after.)
-        """
-        from flax_embed.fingerprint import dataset_fingerprint
-
-        try:  # a plain dataset over the same mapped ids: views, nothing copied
-            return dataset_fingerprint(
-                SlidingWindowDataset(self.token_ids, self.max_length, self.stride)
-            )
-        finally:
-            self.release_pages()
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "max_length": self.max_length, "stride": self.stride,

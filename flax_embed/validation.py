@@ -13,21 +13,35 @@ import jax
 import numpy as np
 
 __all__ = [
-    "check_dropout_rate",
+    "check_positive_int",
     "check_index_dtype",
     "check_indices_in_range",
     "check_inputs",
+    "check_module_options",
     "is_concrete",
 ]
 
 
 def is_concrete(x) -> bool:
     """Whether ``x``'s values are known now (not a tracer inside ``jit``/``grad``)."""
-    return not isinstance(x, jax.core.Tracer)
+    # A global array spread over several hosts is not a tracer, but its values are not
+    # all here: it is checked like a traced one (shapes only).
+    return not isinstance(x, jax.core.Tracer) and getattr(x, "is_fully_addressable", True)
+
+
+def check_positive_int(name: str, value: int, *, minimum: int = 1) -> int:
+    """``value`` as an int; TypeError unless it is one, ValueError if below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
 
 
 def check_index_dtype(name: str, x) -> None:
-    """Raises TypeError unless ``x`` holds integers (bool is not accepted)."""
+    """Raises TypeError unless ``x`` is an array of integers (bool is not accepted)."""
+    if not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an integer array (NumPy or JAX), got {type(x).__name__}")
     dtype = np.dtype(x.dtype)
     if not np.issubdtype(dtype, np.integer):
         raise TypeError(f"{name} must be an integer array, got dtype {dtype}")
@@ -88,7 +102,15 @@ def check_inputs(token_ids, positions, *, vocab_size: int, context_length: int) 
         check_indices_in_range("positions", positions, context_length)
 
 
-def check_dropout_rate(rate: float) -> None:
-    """Raises ValueError unless ``0 <= rate <= 1`` (the probability of dropping, as in torch)."""
-    if not 0.0 <= rate <= 1.0:  # also rejects NaN
-        raise ValueError(f"dropout_rate must be in [0, 1], got {rate}")
+def check_module_options(
+    vocab_size: int, context_length: int, features: int, dropout_rate: float
+) -> None:
+    """Checks an ``InputEmbedding``'s sizes (ints >= 1) and dropout rate (in ``[0, 1]``)."""
+    for name, value in [
+        ("vocab_size", vocab_size),
+        ("context_length", context_length),
+        ("features", features),
+    ]:
+        check_positive_int(name, value)
+    if not 0.0 <= dropout_rate <= 1.0:  # also rejects NaN
+        raise ValueError(f"dropout_rate must be in [0, 1], got {dropout_rate}")

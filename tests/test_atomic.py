@@ -34,3 +34,17 @@ def test_missing_folder_raises_and_writes_nothing(tmp_path):
     with pytest.raises(FileNotFoundError), atomic_open(tmp_path / "missing" / "out.bin"):
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_usual_mode_not_the_temporaries(tmp_path):
+    import os
+
+    from flax_embed.atomic import new_file_mode
+
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    target = tmp_path / "out.bin"
+    with atomic_open(target) as f:
+        f.write(b"x")
+    assert new_file_mode() == os.stat(plain).st_mode & 0o777
+    assert os.stat(target).st_mode & 0o777 == os.stat(plain).st_mode & 0o777

@@ -251,3 +251,15 @@ def test_matches_the_book_on_unseen_text(text, batch_size, max_length, stride, d
         text, batch_size, max_length, stride, shuffle=False, drop_last=drop_last
     )
     assert_same_batches(ours, book_batches(text, batch_size, max_length, stride, drop_last))
+
+
+@pytest.mark.parametrize("change", [{"seed": 5}, {"shuffle": False}])
+def test_changing_a_field_changes_the_order(change):
+    ds = SlidingWindowDataset(np.arange(200), max_length=4, stride=4)
+    batcher = Batcher(ds, batch_size=4, seed=0)
+    list(batcher.iter_epoch(0))
+    for name, value in change.items():
+        setattr(batcher, name, value)
+    fresh = Batcher(ds, batch_size=4, **{"seed": 0, **change})
+    for (x, _), (fx, _) in zip(batcher.iter_epoch(0), fresh.iter_epoch(0), strict=True):
+        np.testing.assert_array_equal(x, fx)

@@ -102,14 +102,31 @@ def test_unreadable_file(tmp_path, capsys):
     assert "permission denied" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("option", ["--batch-size", "--max-length", "--stride"])
+@pytest.mark.parametrize(
+    "option", ["--batch-size", "--max-length", "--stride", "--features", "--context-length"]
+)
 def test_option_below_one_is_one_line_error(option, capsys):
     assert main(["embed", option, "0"]) == 2
     assert f"{option[2:].replace('-', '_')} must be at least 1" in capsys.readouterr().err
 
 
-def test_failed_save_leaves_no_file(tmp_path, capsys):
+def test_save_into_a_missing_folder_is_one_line(tmp_path, capsys):
     target = tmp_path / "no-such-dir" / "emb.npy"
     assert main(["embed", "--features", "8", "--out", str(target)]) == 2
     assert "cannot write" in capsys.readouterr().err
-    assert not target.exists()
+    assert not target.parent.exists()
+
+
+def test_a_save_that_fails_halfway_keeps_the_old_file(tmp_path, capsys, monkeypatch):
+    target = tmp_path / "emb.npy"
+    target.write_bytes(b"old")
+
+    def save_half_then_fail(f, array):  # the disk fills up in the middle of the write
+        f.write(b"\x93NUMPY half a header")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", save_half_then_fail)
+    assert main(["embed", "--features", "8", "--out", str(target)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["emb.npy"]

@@ -267,6 +267,11 @@ def test_float_ids_raise_type_error(embedder):
         embedder(jnp.zeros((2, 4), jnp.float32))
 
 
+def test_a_list_of_ids_is_not_an_array(eager):
+    with pytest.raises(TypeError, match=r"token_ids must be an integer array .*got list"):
+        eager([[1, 2, 3]])
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 4), ()])
 def test_ids_of_wrong_rank_raise(embedder, shape):
     with pytest.raises(ValueError, match=r"token_ids must have shape \(B, T\) or \(T,\)"):
@@ -364,6 +369,15 @@ def test_dropout_mask_is_a_function_of_the_key(mode, ids_BxT):
 def test_bad_dropout_rate_raises(api, rate):
     with pytest.raises(ValueError, match="dropout_rate must be in"):
         api("eager", None, 0, vocab_size=V, context_length=C, features=D, dropout_rate=rate)
+
+
+@pytest.mark.parametrize("api", [LinenEmbedder, NNXEmbedder], ids=["linen", "nnx"])
+@pytest.mark.parametrize("size", ["vocab_size", "context_length", "features"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_sizes_below_one_raise(api, size, value):
+    config = {"vocab_size": V, "context_length": C, "features": D, size: value}
+    with pytest.raises(ValueError, match=f"{size} must be at least 1, got {value}"):
+        api("eager", None, 0, **config)
 
 
 # Where the APIs differ by design: how dropout is switched on and off.
