@@ -259,14 +259,19 @@ def run_section(
     full_env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO / "benchmarks"), str(REPO), full_env.get("PYTHONPATH", "")]
     ).rstrip(os.pathsep)
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / script), *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        name = script.removesuffix(".py")
+        note = f"timed out after {timeout:.0f} s"
+        return [Row(name, f"{script} {' '.join(args)}", "failed", "", None, note=note)], ""
     rows = [
         Row.from_json(line[len(ROW_PREFIX) :])
         for line in proc.stdout.splitlines()

@@ -11,13 +11,13 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 import torch
 
 from flax_embed.conversion import (
-    LAYOUTS,
     detect_layout,
     load_params,
     params_from_torch,
@@ -32,22 +32,47 @@ from parity.torch_reference import TorchInputEmbedding
 
 __all__ = ["MODELS", "conversion_checks", "torch_model_embedding"]
 
-MODELS: dict[str, tuple[Callable[..., dict], str]] = {
-    "book GPTModel": (model_state_dicts.book_gptmodel, "book"),
-    "HF GPT2Model": (model_state_dicts.hf_gpt2model, "hf"),
-    "HF GPT2LMHeadModel": (model_state_dicts.hf_gpt2lmheadmodel, "hf"),
-    "nanoGPT GPT": (model_state_dicts.nanogpt, "nanogpt"),
+
+class Model(NamedTuple):
+    build: Callable[..., dict]
+    layout: str
+    """The layout it must be detected as."""
+    tables: tuple[str, str]
+    """Its token and position tables' keys, written out here, not asked of the code
+    under test: the torch reference reads these."""
+
+
+MODELS: dict[str, Model] = {
+    "book GPTModel": Model(
+        model_state_dicts.book_gptmodel, "book", ("tok_emb.weight", "pos_emb.weight")
+    ),
+    "HF GPT2Model": Model(model_state_dicts.hf_gpt2model, "hf", ("wte.weight", "wpe.weight")),
+    "HF GPT2LMHeadModel": Model(
+        model_state_dicts.hf_gpt2lmheadmodel,
+        "hf",
+        ("transformer.wte.weight", "transformer.wpe.weight"),
+    ),
+    "nanoGPT GPT": Model(
+        model_state_dicts.nanogpt, "nanogpt", ("transformer.wte.weight", "transformer.wpe.weight")
+    ),
 }
-"""Model name → (state-dict builder, the layout it must be detected as)."""
+OUT_TABLES = {
+    "book": ("tok_emb.weight", "pos_emb.weight"),
+    "hf": ("wte.weight", "wpe.weight"),
+    "nanogpt": ("transformer.wte.weight", "transformer.wpe.weight"),
+}
+"""The keys ``params_to_torch(params, layout)`` must write."""
 
 CONFIG = model_state_dicts.GPTConfig()
 
 
-def torch_model_embedding(state_dict: dict, layout: str, ids_BxT: np.ndarray) -> torch.Tensor:
+def torch_model_embedding(
+    state_dict: dict, tables: tuple[str, str], ids_BxT: np.ndarray
+) -> torch.Tensor:
     """The model's own input stage in torch: ``tok_emb(ids) + pos_emb(arange(T))``."""
-    keys = detect_layout(state_dict, layout)
-    tok_emb = torch.nn.Embedding.from_pretrained(state_dict[keys.tok_emb])
-    pos_emb = torch.nn.Embedding.from_pretrained(state_dict[keys.pos_emb])
+    tok_key, pos_key = tables
+    tok_emb = torch.nn.Embedding.from_pretrained(state_dict[tok_key])
+    pos_emb = torch.nn.Embedding.from_pretrained(state_dict[pos_key])
     ids = torch.from_numpy(np.asarray(ids_BxT)).long()
     with torch.no_grad():
         return tok_emb(ids) + pos_emb(torch.arange(ids.shape[-1]))
@@ -61,7 +86,7 @@ def _model() -> InputEmbedding:
 
 def state_dict_roundtrip(name: str, backend: str) -> list[CheckResult]:
     """Two rows: ``name``'s state dict → Flax (outputs), Flax → state dict (tables)."""
-    build, layout = MODELS[name]
+    build, layout, tables = MODELS[name]
     state = build(CONFIG, seed=1)
     keys = detect_layout(state)
     if keys.layout != layout:
@@ -71,11 +96,11 @@ def state_dict_roundtrip(name: str, backend: str) -> list[CheckResult]:
     with on_backend(backend):
         params = params_from_torch(state, model=model)
         out = jax.jit(model.apply)(params, ids_BxT)
-    expected = torch_model_embedding(state, layout, ids_BxT)
+    expected = torch_model_embedding(state, tables, ids_BxT)
     # GPT2LMHeadModel's prefixed keys come back as GPT2Model's: the "hf" layout's names.
     back = params_to_torch(params, layout)
-    back_tables = np.concatenate([back[k].numpy() for k in LAYOUTS[layout].names])
-    original_tables = np.concatenate([state[k].numpy() for k in keys.names])
+    back_tables = np.concatenate([back[k].numpy() for k in OUT_TABLES[layout]])
+    original_tables = np.concatenate([state[k].numpy() for k in tables])
     used = f"took {keys.tok_emb!r}, {keys.pos_emb!r} of {len(state)} keys"
     return [
         compare(f"convert {name} state dict → flax", backend, out, expected, note=used),

@@ -55,7 +55,7 @@ LOSS_RTOL = 4e-6
 products and the log-sum-exp over 50,257 logits in different orders, and the
 weights drift apart by a few ULP per step, so the gap grows over the steps.
 Measured on CPU over seeds 0-5: at most 4.6e-5 at a loss of ~65 (7e-7 relative,
-12 float32 ULP), so 4e-6 leaves a 5x margin."""
+6 float32 ULP of 65), so 4e-6 leaves a 5x margin."""
 
 WEIGHT_ATOL = 5e-4
 """max |Δ| of the final tables. The loss's ULP-level gradient differences go through

@@ -27,7 +27,7 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from parity import model_state_dicts  # noqa: E402  (needs torch)
-from parity.conversion_checks import MODELS, torch_model_embedding  # noqa: E402
+from parity.conversion_checks import MODELS, OUT_TABLES, torch_model_embedding  # noqa: E402
 from parity.torch_reference import TorchInputEmbedding  # noqa: E402
 
 CONFIG = model_state_dicts.GPTConfig()
@@ -64,10 +64,10 @@ def book_state(dtype=torch.float32) -> dict:
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("as_numpy", [False, True], ids=["torch", "numpy"])
 def test_whole_model_state_dict_gives_the_models_own_embeddings(name, as_numpy):
-    build, layout = MODELS[name]
+    build, _, tables = MODELS[name]
     state = build(CONFIG, seed=3)
     ids = real_ids()
-    expected = torch_model_embedding(state, layout, ids).numpy()
+    expected = torch_model_embedding(state, tables, ids).numpy()
     source = {k: v.numpy() for k, v in state.items()} if as_numpy else state
     model = small_model()
     params = params_from_torch(source, model=model)
@@ -77,31 +77,23 @@ def test_whole_model_state_dict_gives_the_models_own_embeddings(name, as_numpy):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_whole_model_tables_convert_back(name):
-    build, layout = MODELS[name]
+    build, layout, tables = MODELS[name]
     state = build(CONFIG, seed=4)
-    keys = detect_layout(state)
     back = params_to_torch(params_from_torch(state), layout)
-    assert list(back) == list(LAYOUTS[layout].names)
-    for original, returned in zip(keys.names, LAYOUTS[layout].names, strict=True):
+    assert list(back) == list(OUT_TABLES[layout])
+    for original, returned in zip(tables, OUT_TABLES[layout], strict=True):
         assert torch.equal(back[returned], state[original])
     # ... and load into the model's own two embedding modules by name.
     tok = torch.nn.Embedding(V, D)
-    tok.load_state_dict({"weight": back[LAYOUTS[layout].tok_emb]}, strict=True)
-    assert torch.equal(tok.weight, state[keys.tok_emb])
+    tok.load_state_dict({"weight": back[OUT_TABLES[layout][0]]}, strict=True)
+    assert torch.equal(tok.weight, state[tables[0]])
 
 
-@pytest.mark.parametrize(
-    ("name", "layout", "tok_key"),
-    [
-        ("book GPTModel", "book", "tok_emb.weight"),
-        ("HF GPT2Model", "hf", "wte.weight"),
-        ("HF GPT2LMHeadModel", "hf", "transformer.wte.weight"),
-        ("nanoGPT GPT", "nanogpt", "transformer.wte.weight"),
-    ],
-)
-def test_detect_layout(name, layout, tok_key):
-    keys = detect_layout(MODELS[name][0](CONFIG))
-    assert (keys.layout, keys.tok_emb) == (layout, tok_key)
+@pytest.mark.parametrize("name", list(MODELS))
+def test_detect_layout(name):
+    build, layout, tables = MODELS[name]
+    keys = detect_layout(build(CONFIG))
+    assert (keys.layout, keys.tok_emb, keys.pos_emb) == (layout, *tables)
 
 
 def test_prefixed_tables_alone_read_as_nanogpt_or_hf_alike():
@@ -217,7 +209,7 @@ def test_torch_saved_whole_model_loads(tmp_path):
     ids = real_ids()
     np.testing.assert_array_equal(
         np.asarray(small_model().apply(params, ids)),
-        torch_model_embedding(state, "nanogpt", ids).numpy(),
+        torch_model_embedding(state, MODELS["nanoGPT GPT"].tables, ids).numpy(),
     )
 
 

@@ -45,7 +45,17 @@ def run(tmp_path_factory, sample_text):
     tmp = tmp_path_factory.mktemp("distributed")
     tokens = np.asarray(encode(sample_text), np.uint16)
     np.save(tmp / "tokens.npy", tokens)
-    port = free_port()
+    for _attempt in range(2):  # once more if another process took the free port meanwhile
+        procs, output = _launch_workers(tmp, free_port())
+        if all(p.returncode == 0 for p in procs) or "already in use" not in output.lower():
+            break
+    assert all(p.returncode == 0 for p in procs), f"workers failed or timed out:\n{output}"
+    results = [json.loads((tmp / f"worker{i}.json").read_text()) for i in range(2)]
+    return tokens, results
+
+
+def _launch_workers(tmp, port: int) -> tuple[list[subprocess.Popen], str]:
+    """Runs both workers to the end (or TIMEOUT_S); returns them and their logs."""
     procs, logs = [], []
     try:
         for i in range(2):
@@ -75,9 +85,7 @@ def run(tmp_path_factory, sample_text):
         f"--- worker {i} (exit {p.returncode}) ---\n{(tmp / f'worker{i}.log').read_text()[-4000:]}"
         for i, p in enumerate(procs)
     )
-    assert all(p.returncode == 0 for p in procs), f"workers failed or timed out:\n{output}"
-    results = [json.loads((tmp / f"worker{i}.json").read_text()) for i in range(2)]
-    return tokens, results
+    return procs, output
 
 
 @pytest.fixture(scope="module")
