@@ -29,6 +29,7 @@ import numpy as np
 from flax_embed.atomic import new_file_mode
 from flax_embed.batcher import Batch, SlidingWindowDataset
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
+from flax_embed.validation import first_out_of_range
 
 __all__ = [
     "SIDECAR_FORMAT",
@@ -133,12 +134,12 @@ class TokenFileWriter:
             raise ValueError(f"token ids must have rank 1, got shape {ids_N.shape}")
         if not np.issubdtype(ids_N.dtype, np.integer):
             raise TypeError(f"token ids must be integers, got dtype {ids_N.dtype}")
-        bad_N = (ids_N < 0) | (ids_N >= self.vocab_size)
-        if bad_N.any():
-            i = int(np.argmax(bad_N))
+        found = first_out_of_range(ids_N, self.vocab_size)
+        if found is not None:
+            i, bad = found
             raise ValueError(
                 f"token id {ids_N[i]} at position {self.count + i} is outside "
-                f"[0, {self.vocab_size}) ({int(bad_N.sum())} of {ids_N.size} ids in this write)"
+                f"[0, {self.vocab_size}) ({bad} of {ids_N.size} ids in this write)"
             )
         self._file.write(ids_N.astype(self.dtype, copy=False).tobytes())
         self.count += ids_N.size
@@ -320,9 +321,9 @@ def _check_ids(path: Path, dtype: np.dtype, count: int, offset: int, vocab_size:
             if f.readinto(view) != len(view):
                 raise TokenFileError(f"{path}: truncated while reading (changed on disk?)")
             ids = np.frombuffer(view, dtype=dtype)
-            if ids.max() >= vocab_size or (dtype.kind == "i" and ids.min() < 0):
-                bad = (ids >= vocab_size) | (ids < 0)
-                i = int(np.argmax(bad))
+            found = first_out_of_range(ids, vocab_size)
+            if found is not None:
+                i, _ = found
                 raise TokenFileError(
                     f"{path}: token id {ids[i]} at position {start + i} is outside "
                     f"[0, {vocab_size}) (vocab_size={vocab_size}; the file may be corrupt or "

@@ -14,6 +14,7 @@ import numpy as np
 
 __all__ = [
     "check_positive_int",
+    "first_out_of_range",
     "check_index_dtype",
     "check_indices_in_range",
     "check_inputs",
@@ -47,6 +48,18 @@ def check_index_dtype(name: str, x) -> None:
         raise TypeError(f"{name} must be an integer array, got dtype {dtype}")
 
 
+def first_out_of_range(values: np.ndarray, upper: int) -> tuple[int, int] | None:
+    """``(flat index, count)`` of the entries of ``values`` outside ``[0, upper)``.
+
+    Returns None when there are none: then it costs two reductions and no temporary
+    array, so that checking good ids, the common case, stays cheap.
+    """
+    if values.size == 0 or (values.min() >= 0 and values.max() < upper):
+        return None
+    bad = (values < 0) | (values >= upper)
+    return int(np.argmax(bad)), int(bad.sum())
+
+
 def check_indices_in_range(name: str, x, upper: int) -> None:
     """Raises ValueError naming the first entry of ``x`` outside ``[0, upper)``.
 
@@ -54,15 +67,14 @@ def check_indices_in_range(name: str, x, upper: int) -> None:
     ``token_ids[3, 1] = 50300 is outside [0, 50257)``.
     """
     values = np.asarray(x)
-    if values.size == 0 or (values.min() >= 0 and values.max() < upper):
-        return  # the common case: two reductions, no temporary arrays
-    bad = (values < 0) | (values >= upper)
-    if bad.any():
-        where = np.unravel_index(int(np.argmax(bad)), values.shape)
+    found = first_out_of_range(values, upper)
+    if found is not None:
+        flat, count = found
+        where = np.unravel_index(flat, values.shape)
         index = ", ".join(str(int(i)) for i in where)
         raise ValueError(
             f"{name}[{index}] = {values[where]} is outside [0, {upper}) "
-            f"({int(bad.sum())} of {values.size} entries are out of range)"
+            f"({count} of {values.size} entries are out of range)"
         )
 
 
