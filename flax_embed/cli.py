@@ -15,7 +15,7 @@ import numpy as np
 from flax_embed.atomic import atomic_open
 from flax_embed.data import sample_text
 
-__all__ = ["CLIError", "main", "read_text"]
+__all__ = ["CLIError", "main", "read_error", "read_text"]
 
 SAMPLE_TEXT = "sample.txt"
 
@@ -24,22 +24,27 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2, no traceback."""
 
 
+def read_error(path: str | os.PathLike[str], error: OSError) -> CLIError:
+    """The one-line error for a file that cannot be read."""
+    if isinstance(error, FileNotFoundError):
+        return CLIError(f"{path}: no such file")
+    if isinstance(error, IsADirectoryError):
+        return CLIError(f"{path}: is a directory, not a text file")
+    if isinstance(error, PermissionError):
+        return CLIError(f"{path}: permission denied")
+    return CLIError(f"{path}: cannot read ({error.strerror or error})")
+
+
 def read_text(path: str | os.PathLike[str] | None) -> str:
     """The UTF-8 text of ``path``, or the bundled sample text when ``path`` is None."""
     if path is None:
         return sample_text()
     try:
         return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CLIError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CLIError(f"{path}: is a directory, not a text file") from None
-    except PermissionError:
-        raise CLIError(f"{path}: permission denied") from None
     except UnicodeDecodeError as e:
         raise CLIError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:
-        raise CLIError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise read_error(path, e) from None
 
 
 def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from flax_embed.cli import CLIError, read_text
+from flax_embed.cli import CLIError, read_error
 from flax_embed.parallel_tokenize import default_workers, iter_encode_parallel
 from flax_embed.token_files import TokenFileWriter
 from flax_embed.tokenizer import ENDOFTEXT, TokenizerUnavailableError
@@ -58,13 +58,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _check_readable(path: str) -> int:
-    """The size of ``path`` in bytes; a CLIError, worded by ``read_text``, if it is unreadable."""
+    """The size of ``path`` in bytes; a CLIError (``read_error``) if it is unreadable."""
     try:
         with open(path, "rb") as f:
             return os.fstat(f.fileno()).st_size
-    except OSError:
-        read_text(path)  # raises the CLIError that says why
-        raise CLIError(f"{path}: cannot read") from None
+    except OSError as e:
+        raise read_error(path, e) from None
 
 
 def _text_blocks(path: str, progress: tqdm) -> Iterator[str]:
@@ -88,7 +87,7 @@ def _text_blocks(path: str, progress: tqdm) -> Iterator[str]:
                 byte = offset - len(e.object) + e.start
                 raise CLIError(f"{path}: not UTF-8 text (byte {byte}: {e.reason})") from None
     except OSError as e:
-        raise CLIError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise read_error(path, e) from None
 
 
 def run(args: argparse.Namespace) -> int:
