@@ -53,7 +53,7 @@ def bench(quick: bool, tuned: bool) -> None:
     import torch
     from common import Row, emit, fmt_time, interleaved
 
-    from flax_embed.embedding import InputEmbedding
+    from flax_embed.layers.linen import InputEmbedding
     from flax_embed.performance import jit_into
     from parity.torch_reference import TorchInputEmbedding
 

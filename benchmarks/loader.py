@@ -58,7 +58,7 @@ def book_epoch(ids: list[int], batch_size: int, max_length: int, stride: int) ->
 
 def ours_epoch(ids, batch_size: int, max_length: int, stride: int) -> int:
     """Builds ``SlidingWindowDataset`` + ``Batcher`` and iterates one shuffled epoch."""
-    from flax_embed.batcher import Batcher, SlidingWindowDataset
+    from flax_embed.data import Batcher, SlidingWindowDataset
 
     dataset = SlidingWindowDataset(ids, max_length=max_length, stride=stride)
     batcher = Batcher(dataset, batch_size, shuffle=True, seed=0, shard_index=0, shard_count=1)

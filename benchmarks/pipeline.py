@@ -24,13 +24,13 @@ def bench(quick: bool) -> None:
     import jax
     import jax.numpy as jnp
 
-    from flax_embed.batcher import Batcher, SlidingWindowDataset
     from flax_embed.cli import read_text
-    from flax_embed.embedding import InputEmbedding
-    from flax_embed.parallel_tokenize import encode_parallel
+    from flax_embed.data import Batcher, SlidingWindowDataset
+    from flax_embed.data.parallel_tokenize import encode_parallel
+    from flax_embed.layers.linen import InputEmbedding
 
     try:
-        from flax_embed.prefetch import prefetch_to_device
+        from flax_embed.distributed.prefetch import prefetch_to_device
     except ImportError:
         prefetch_to_device = None
 
@@ -83,7 +83,7 @@ def bench(quick: bool) -> None:
         )
     else:
         emit(Row(SECTION, "with prefetch", "not available", f"{n / t['plain']:,.0f} batches/s "
-                 "without", None, note="flax_embed.prefetch is not in this checkout"))  # fmt: skip
+                 "without", None, note="prefetch is not in this checkout"))  # fmt: skip
 
 
 if __name__ == "__main__":

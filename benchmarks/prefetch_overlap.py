@@ -32,9 +32,9 @@ def bench(quick: bool) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from flax_embed.batcher import Batcher, SlidingWindowDataset
-    from flax_embed.embedding import InputEmbedding
-    from flax_embed.prefetch import prefetch_to_device
+    from flax_embed.data import Batcher, SlidingWindowDataset
+    from flax_embed.distributed.prefetch import prefetch_to_device
+    from flax_embed.layers.linen import InputEmbedding
 
     batch, max_length, features = (8, 64, 64) if quick else (32, 256, 256)
     steps = 5 if quick else 60

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flax_embed.batcher import Batcher, SlidingWindowDataset
-from flax_embed.token_files import TokenFileWriter
+from flax_embed.data import Batcher, SlidingWindowDataset
+from flax_embed.data.token_files import TokenFileWriter
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
 
 TARGET_MB = 100

@@ -20,10 +20,10 @@ def bench(quick: bool) -> None:
     from flax_embed.tokenizer import ENDOFTEXT, gpt2_tokenizer
 
     try:
-        from flax_embed.parallel_tokenize import default_workers, encode_parallel
+        from flax_embed.data.parallel_tokenize import default_workers, encode_parallel
     except ImportError:
         emit(Row(SECTION, "encode_parallel vs one tiktoken encode", "not available", "", None,
-                 note="flax_embed.parallel_tokenize is not in this checkout"))  # fmt: skip
+                 note="flax_embed.data.parallel_tokenize is not in this checkout"))  # fmt: skip
         return
     size = 200_000 if quick else 20_000_000
     text = corpus_text(size)

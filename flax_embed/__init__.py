@@ -1,55 +1,64 @@
 """flax-embed: GPT-2's input-embedding stage in JAX/Flax, with exact PyTorch parity.
 
-tokenizer → batcher → embedding → conversion:
+The pipeline, one subpackage a stage (imports go one way, left to right)::
 
-* ``gpt2_tokenizer`` / ``encode``: GPT-2 BPE ids (tiktoken), offline if need be;
-  ``encode_parallel``: the same ids on every core;
-* ``write_token_file`` / ``read_token_file``: ids on disk, memory-mapped back
-  (``SlidingWindowDataset.from_file``);
-* ``SlidingWindowDataset`` / ``Batcher`` / ``create_dataloader``: the book's
-  sliding-window loader in NumPy;
-* ``InputEmbedding``: the Flax module, token plus position embedding;
-* ``params_from_torch`` / ``params_to_torch``: weights to and from PyTorch;
-  ``save_params`` / ``load_params``: the same as safetensors files.
+  tokenizer → data → layers → convert → distributed → cli
+
+* ``encode`` / ``gpt2_tokenizer``: GPT-2 BPE ids (tiktoken), offline if need be;
+* ``data``: token files, sliding windows, ``Batcher`` (the book's loader in NumPy);
+* ``layers``, ``nnx``, ``positions``: the Flax modules (Linen and NNX) and position encodings;
+* ``convert``: weights to and from PyTorch and safetensors;
+* ``distributed``: meshes, global batches, prefetching;
+* ``cli``: the ``flax-embed`` command.
 """
 
-from flax_embed.batcher import Batcher, SlidingWindowDataset, create_dataloader, epoch_permutation
-from flax_embed.conversion import load_params, params_from_torch, params_to_torch, save_params
-from flax_embed.data import sample_text
-from flax_embed.embedding import InputEmbedding, torch_embedding_init
-from flax_embed.parallel_tokenize import encode_parallel
-from flax_embed.token_files import TokenFileError, read_token_file, write_token_file
-from flax_embed.tokenizer import (
-    ENDOFTEXT,
-    ENDOFTEXT_ID,
-    GPT2_VOCAB_SIZE,
-    TokenizerUnavailableError,
-    encode,
-    gpt2_tokenizer,
-)
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = "0.1.0"
+from flax_embed import convert, data, distributed, layers, nnx
+from flax_embed._deprecated import install as _install_deprecated_paths
+from flax_embed._deprecated import moved_name as __getattr__  # noqa: F401
+from flax_embed.convert import load_params, params_from_torch, params_to_torch, save_params
+from flax_embed.data import (
+    Batcher,
+    SlidingWindowDataset,
+    TokenFileError,
+    create_dataloader,
+    encode_parallel,
+    read_token_file,
+    sample_text,
+    write_token_file,
+)
+from flax_embed.layers import InputEmbedding
+from flax_embed.tokenizer import GPT2_VOCAB_SIZE, TokenizerUnavailableError, encode, gpt2_tokenizer
+
+try:
+    __version__ = version("flax-embed")
+except PackageNotFoundError:  # running from a checkout that was never installed
+    __version__ = "0+unknown"
+
+_install_deprecated_paths()
 
 __all__ = [
-    "ENDOFTEXT",
-    "ENDOFTEXT_ID",
     "GPT2_VOCAB_SIZE",
     "Batcher",
     "InputEmbedding",
     "SlidingWindowDataset",
     "TokenFileError",
     "TokenizerUnavailableError",
+    "convert",
     "create_dataloader",
+    "data",
+    "distributed",
     "encode",
     "encode_parallel",
-    "epoch_permutation",
     "gpt2_tokenizer",
+    "layers",
     "load_params",
+    "nnx",
     "params_from_torch",
     "params_to_torch",
     "read_token_file",
     "sample_text",
     "save_params",
-    "torch_embedding_init",
     "write_token_file",
 ]

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from flax_embed.embedding import InputEmbedding
+from flax_embed.layers.linen import InputEmbedding
 from parity.common import device_kind, on_backend, text_batch, torch_device
 from parity.result import CheckResult
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterator
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -26,8 +25,6 @@ __all__ = [
 
 BACKENDS = ("cpu", "gpu", "tpu")
 """The JAX backends the report knows, in the order it runs them."""
-
-_VERDICT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "the-verdict.txt"
 
 
 def available_backends() -> list[str]:
@@ -62,12 +59,10 @@ def torch_device(backend: str) -> str:
 
 @functools.cache
 def sample_text() -> tuple[str, str]:
-    """``(name, text)``: the book's the-verdict.txt when present, else the bundled sample."""
-    from flax_embed.cli import SAMPLE_TEXT, read_text
+    """``(name, text)``: the text bundled with flax-embed; any clone reproduces the report."""
+    from flax_embed.data.samples import sample_text as bundled
 
-    if _VERDICT.is_file():
-        return _VERDICT.name, _VERDICT.read_text(encoding="utf-8")
-    return SAMPLE_TEXT, read_text(None)
+    return "sample.txt (bundled)", bundled()
 
 
 @functools.cache
@@ -86,7 +81,7 @@ def text_batch(batch_size: int, max_length: int, index: int = 0) -> tuple[np.nda
     Returns:
       ``(inputs_BxT, targets_BxT)``, int32 GPT-2 token ids.
     """
-    from flax_embed.batcher import Batcher, SlidingWindowDataset
+    from flax_embed.data import Batcher, SlidingWindowDataset
 
     tokens_N = _token_ids()
     windows = batch_size * (index + 1)
@@ -154,6 +149,6 @@ def compare(
 
 
 def _numpy(value) -> np.ndarray:
-    from flax_embed.conversion import to_numpy
+    from flax_embed.convert import to_numpy
 
     return to_numpy(value)

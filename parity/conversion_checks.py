@@ -17,14 +17,14 @@ import jax
 import numpy as np
 import torch
 
-from flax_embed.conversion import (
+from flax_embed.convert import (
     detect_layout,
     load_params,
     params_from_torch,
     params_to_torch,
     save_params,
 )
-from flax_embed.embedding import InputEmbedding
+from flax_embed.layers.linen import InputEmbedding
 from parity import model_state_dicts
 from parity.common import compare, on_backend, text_batch
 from parity.result import CheckResult
@@ -127,9 +127,7 @@ def safetensors_roundtrips(backend: str) -> list[CheckResult]:
         with on_backend(backend):
             torch_params = load_params(Path(tmp) / "torch.safetensors", model=model)
             flax_from_torch = jax.jit(model.apply)(torch_params, ids_BxT)
-    ids = torch.from_numpy(ids_BxT).long()
-    with torch.no_grad():
-        torch_from_flax, torch_out = loaded(ids), module(ids)
+    torch_from_flax, torch_out = loaded.run(ids_BxT), module.run(ids_BxT)
     return [
         compare("safetensors flax → torch (save_params, load_file)", backend, flax_out,
                 torch_from_flax),

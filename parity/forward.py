@@ -16,8 +16,8 @@ import ml_dtypes
 import numpy as np
 import torch
 
-from flax_embed.conversion import params_from_torch, params_to_torch
-from flax_embed.embedding import InputEmbedding
+from flax_embed.convert import params_from_torch, params_to_torch
+from flax_embed.layers.linen import InputEmbedding
 from parity.common import compare, on_backend, text_batch, torch_device, ulp_distance
 from parity.result import CheckResult
 from parity.torch_reference import TorchInputEmbedding
@@ -95,13 +95,9 @@ def bf16_tolerance(out: np.ndarray) -> float:
 
 
 def _torch_forward(module, ids_BxT, positions, device) -> np.ndarray:
-    from flax_embed.conversion import to_numpy
+    from flax_embed.convert import to_numpy
 
-    module = module.to(device)
-    ids = torch.from_numpy(ids_BxT).long().to(device)
-    pos = None if positions is None else torch.from_numpy(positions).long().to(device)
-    with torch.no_grad():
-        return to_numpy(module(ids, pos).cpu())
+    return to_numpy(module.to(device).run(ids_BxT, positions).cpu())
 
 
 def forward_rows(
@@ -157,7 +153,7 @@ def loader_rows(backend: str) -> list[CheckResult]:
     No shuffling (the two shuffles draw from different generators); inputs and
     targets of the whole epoch, stacked, must be equal.
     """
-    from flax_embed.batcher import create_dataloader
+    from flax_embed.data import create_dataloader
     from flax_embed.tokenizer import gpt2_tokenizer
     from parity.common import sample_text
     from parity.torch_reference import create_dataloader_v1

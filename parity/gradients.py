@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import torch
 
-from flax_embed.conversion import params_from_torch
-from flax_embed.embedding import InputEmbedding
+from flax_embed.convert import params_from_torch
+from flax_embed.layers.linen import InputEmbedding
 from parity.common import compare, on_backend, text_batch, torch_device
 from parity.result import CheckResult
 from parity.torch_reference import TorchInputEmbedding

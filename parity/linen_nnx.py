@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from flax import nnx
 
-from flax_embed.conversion import params_to_torch
-from flax_embed.embedding import InputEmbedding
+from flax_embed.convert import params_to_torch
+from flax_embed.layers.linen import InputEmbedding
 from flax_embed.nnx import InputEmbedding as NNXInputEmbedding
 from flax_embed.nnx import params_from_nnx, params_to_nnx
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
@@ -61,14 +61,6 @@ def _torch_module(params: dict, context_length: int, device: str) -> TorchInputE
     return module.to(device).eval()
 
 
-def _torch_forward(module: TorchInputEmbedding, ids, positions=None) -> torch.Tensor:
-    device = next(module.parameters()).device
-    ids_t = torch.from_numpy(np.asarray(ids)).long().to(device)
-    pos_t = None if positions is None else torch.from_numpy(np.asarray(positions)).long().to(device)
-    with torch.no_grad():
-        return module(ids_t, pos_t)
-
-
 def _nnx_with(params: dict, **config) -> NNXInputEmbedding:
     return params_to_nnx(params, NNXInputEmbedding(**config, rngs=nnx.Rngs(0)))
 
@@ -91,7 +83,7 @@ def linen_nnx_checks(backend: str) -> list[CheckResult]:
         torch_model = _torch_module(params, 4, device)
         x_linen = jax.jit(linen.apply)(params, ids_BxT)
         x_nnx = _embed_nnx(nnx_model, ids_BxT)
-        x_torch = _torch_forward(torch_model, ids_BxT)
+        x_torch = torch_model.run(ids_BxT)
         rows.append(
             _three_way(
                 "linen≡nnx≡torch forward seed 8x4x256 (linen init)",
@@ -130,7 +122,7 @@ def linen_nnx_checks(backend: str) -> list[CheckResult]:
                 backend,
                 jax.jit(off_linen.apply)(own_params, off_ids, positions_BxT),
                 _embed_nnx(own_nnx, off_ids, positions_BxT),
-                _torch_forward(_torch_module(own_params, 16, device), off_ids, positions_BxT),
+                _torch_module(own_params, 16, device).run(off_ids, positions_BxT),
             )
         )
 

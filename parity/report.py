@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jax
 
+from flax_embed._io import atomic_open, describe_os_error
 from parity.behaviour import behaviour_checks
 from parity.common import available_backends, device_kind
 from parity.conversion_checks import conversion_checks
@@ -208,12 +209,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with atomic_open(path, "w") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+    except OSError as e:
+        raise OSError(describe_os_error(path, e, writing=True)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,11 +6,14 @@ Written for this project from the book's description (chapter 2, and the
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import tiktoken
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["GPTDatasetV1", "TorchInputEmbedding", "create_dataloader_v1"]
+__all__ = ["GPTDatasetV1", "TorchInputEmbedding", "create_dataloader_v1", "torch_embed"]
 
 
 class GPTDatasetV1(Dataset):
@@ -76,3 +79,28 @@ class TorchInputEmbedding(torch.nn.Module):
         if positions is None:
             positions = torch.arange(seq_len, device=in_idx.device)
         return self.tok_emb(in_idx) + self.pos_emb(positions)
+
+    def run(self, ids: Any, positions: Any = None) -> torch.Tensor:
+        """``forward`` on NumPy (or any array-like) ids, widened to int64, on the module's device.
+
+        The one way the parity suite runs torch on NumPy ids: under ``no_grad``.
+        """
+        device = self.tok_emb.weight.device
+        ids_t = torch.from_numpy(np.asarray(ids)).long().to(device)
+        pos_t = None if positions is None else torch.from_numpy(np.asarray(positions))
+        with torch.no_grad():
+            return self(ids_t, None if pos_t is None else pos_t.long().to(device))
+
+
+def torch_embed(params: Any, ids_BxT: Any) -> np.ndarray:
+    """The book's PyTorch module loaded with Flax ``params``, run on ``ids_BxT``: ``(B, T, D)``."""
+    from flax_embed.convert import params_to_torch
+
+    state = params_to_torch(params)
+    (vocab_size, emb_dim), context_length = (
+        state["tok_emb.weight"].shape,
+        state["pos_emb.weight"].shape[0],
+    )
+    module = TorchInputEmbedding(vocab_size, context_length, emb_dim)
+    module.load_state_dict(state)
+    return module.run(ids_BxT).numpy()

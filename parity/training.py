@@ -24,9 +24,9 @@ import numpy as np
 import optax
 import torch
 
-from flax_embed.batcher import create_dataloader
-from flax_embed.conversion import params_from_torch
-from flax_embed.embedding import InputEmbedding
+from flax_embed.convert import params_from_torch
+from flax_embed.data import create_dataloader
+from flax_embed.layers.linen import InputEmbedding
 from parity.common import compare, on_backend, sample_text, torch_device
 from parity.result import CheckResult
 from parity.torch_reference import TorchInputEmbedding

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flax_embed.embedding import InputEmbedding
+from flax_embed.layers.linen import InputEmbedding
 from flax_embed.performance import jit_into, use_inline_cpu_dispatch
 
 

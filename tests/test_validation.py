@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flax_embed.validation import check_indices_in_range, check_inputs
+from flax_embed._validation import check_indices_in_range, check_inputs
 
 
 @pytest.mark.parametrize("array", [np.asarray, jnp.asarray], ids=["numpy", "jax"])

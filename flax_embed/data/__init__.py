@@ -1,10 +1,35 @@
-"""Text bundled with flax-embed."""
+"""The data pipeline: text → GPT-2 ids → token files → sliding windows → batches.
 
-from importlib import resources
+Each stage is a NumPy object with no JAX in it, so it runs in any process
+(Grain workers included) and gives the same batches on every machine.
+"""
 
-__all__ = ["sample_text"]
+from flax_embed.data.batcher import Batcher, create_dataloader, epoch_permutation
+from flax_embed.data.iterator import BatchIterator
+from flax_embed.data.parallel_tokenize import encode_parallel, iter_encode_parallel
+from flax_embed.data.samples import sample_text
+from flax_embed.data.sources import Batch, SlidingWindowDataset, TokenFileDataset, WindowSource
+from flax_embed.data.token_files import (
+    TokenFileError,
+    TokenFileWriter,
+    read_token_file,
+    write_token_file,
+)
 
-
-def sample_text() -> str:
-    """A short story written for this project (1,053 GPT-2 tokens), for demos and tests."""
-    return resources.files(__name__).joinpath("sample.txt").read_text("utf-8")
+__all__ = [
+    "Batch",
+    "BatchIterator",
+    "Batcher",
+    "SlidingWindowDataset",
+    "TokenFileDataset",
+    "TokenFileError",
+    "TokenFileWriter",
+    "WindowSource",
+    "create_dataloader",
+    "encode_parallel",
+    "epoch_permutation",
+    "iter_encode_parallel",
+    "read_token_file",
+    "sample_text",
+    "write_token_file",
+]

@@ -1,0 +1,112 @@
+"""``flax-embed embed [FILE]``: the seed notebook end to end on one text."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from flax_embed._io import atomic_open
+from flax_embed.cli._common import SAMPLE_TEXT, CLIError, read_text, write_error
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Adds ``embed`` to the ``flax-embed`` subcommands."""
+    embed = commands.add_parser(
+        "embed",
+        help="tokenize a text, take the first batch and embed it (the seed notebook end to end)",
+        description="Tokenizes FILE (default: a bundled sample text), takes the first batch of the "
+        "sliding-window loader, embeds it with the jit-compiled InputEmbedding and, when torch is "
+        "installed, compares with the PyTorch version on the same weights.",
+    )
+    embed.add_argument("file", nargs="?", metavar="FILE", help="a UTF-8 text file")
+    embed.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    embed.add_argument("--max-length", type=int, default=4, help="tokens per window (default 4)")
+    embed.add_argument("--stride", type=int, default=4, help="tokens between windows (default 4)")
+    embed.add_argument("--features", type=int, default=256, help="embedding width (default 256)")
+    embed.add_argument(
+        "--context-length",
+        type=int,
+        default=None,
+        help="rows of the position table (default: --max-length, as in the seed)",
+    )
+    embed.add_argument("--seed", type=int, default=0, help="PRNG seed of the weights (default 0)")
+    embed.add_argument("--out", metavar="FILE.npy", help="save the (B, T, D) embeddings here")
+    embed.add_argument("--json", action="store_true", help="print one JSON object instead")
+    embed.set_defaults(run=run)
+
+
+def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Writes ``array`` to ``path`` via a temporary file and a rename: never half a file."""
+    try:
+        with atomic_open(path) as f:
+            np.save(f, array)
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``flax-embed embed``."""
+    import jax
+
+    from flax_embed.cli.parity import torch_difference
+    from flax_embed.data.batcher import create_dataloader
+    from flax_embed.layers.linen import InputEmbedding
+    from flax_embed.tokenizer import TokenizerUnavailableError
+
+    text = read_text(args.file)
+    context_length = args.max_length if args.context_length is None else args.context_length
+    try:
+        loader = create_dataloader(
+            text,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            stride=args.stride,
+            shuffle=False,
+            drop_last=False,
+        )
+        model = InputEmbedding(context_length=context_length, features=args.features)
+        inputs_BxT, _ = next(iter(loader))
+        params = model.init(jax.random.key(args.seed), inputs_BxT)
+        embeddings_BxTxD = np.asarray(jax.jit(model.apply)(params, inputs_BxT))
+    except (ValueError, TokenizerUnavailableError) as e:
+        raise CLIError(str(e)) from None
+
+    torch_diff = torch_difference(params, inputs_BxT, embeddings_BxTxD)
+    if args.out:
+        save_npy_atomic(args.out, embeddings_BxTxD)
+    source = args.file or f"<bundled {SAMPLE_TEXT}>"
+    num_tokens = loader.dataset.token_ids.shape[0]  # type: ignore[attr-defined]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "file": source,
+                    "num_tokens": int(num_tokens),
+                    "num_batches": len(loader),
+                    "token_ids": inputs_BxT.tolist(),
+                    "token_ids_shape": list(inputs_BxT.shape),
+                    "embeddings_shape": list(embeddings_BxTxD.shape),
+                    "embeddings_dtype": str(embeddings_BxTxD.dtype),
+                    "torch_max_abs_diff": torch_diff,
+                    "out": args.out,
+                }
+            )
+        )
+    else:
+        print(f"text: {source}, {num_tokens} tokens")
+        print("Token IDs:")
+        print(inputs_BxT)
+        print(f"Inputs shape: {inputs_BxT.shape}")
+        print(f"Input embeddings shape: {embeddings_BxTxD.shape}")
+        if torch_diff is None:
+            print("PyTorch not installed: parity not checked (pip install 'flax-embed[parity]')")
+        else:
+            print(f"max |JAX - PyTorch| with the same weights: {torch_diff}")
+        if args.out:
+            print(f"wrote {args.out}")
+    return 0

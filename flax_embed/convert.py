@@ -1,0 +1,374 @@
+"""Weights between PyTorch state dicts (or safetensors files) and ``InputEmbedding`` params.
+
+Three layouts of the two tables are known:
+
+========== ================================ ================================
+layout     token table ``(V, D)``           position table ``(C, D)``
+========== ================================ ================================
+``book``   ``tok_emb.weight``               ``pos_emb.weight``
+``hf``     ``wte.weight``                   ``wpe.weight``
+``nanogpt`` ``transformer.wte.weight``      ``transformer.wpe.weight``
+========== ================================ ================================
+
+``book`` is the book's ``GPTModel`` (and ``parity.torch_reference``), ``hf`` Hugging
+Face's ``GPT2Model``, ``nanogpt`` nanoGPT's ``GPT``. A Hugging Face
+``GPT2LMHeadModel`` names its tables ``transformer.wte.weight`` too: reading it as
+either ``hf`` or ``nanogpt`` takes the same two tensors.
+
+Tables keep their dtype both ways (float32 round-trips bit for bit, bfloat16
+too); nothing is cast. Torch is imported only by ``params_to_torch``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flax_embed._io import atomic_path
+
+__all__ = [
+    "LAYOUTS",
+    "EmbeddingKeys",
+    "detect_layout",
+    "load_params",
+    "params_from_torch",
+    "params_to_numpy",
+    "params_to_torch",
+    "save_params",
+    "to_numpy",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingKeys:
+    """Where one layout keeps the two tables in a state dict.
+
+    Attributes:
+      layout: the layout's name, ``"book"``, ``"hf"`` or ``"nanogpt"``.
+      tok_emb: the key of the token table, ``(vocab_size, features)``.
+      pos_emb: the key of the position table, ``(context_length, features)``.
+    """
+
+    layout: str
+    tok_emb: str
+    pos_emb: str
+
+    @property
+    def names(self) -> tuple[str, str]:
+        """``(tok_emb, pos_emb)``."""
+        return self.tok_emb, self.pos_emb
+
+
+LAYOUTS: dict[str, EmbeddingKeys] = {
+    "book": EmbeddingKeys("book", "tok_emb.weight", "pos_emb.weight"),
+    "hf": EmbeddingKeys("hf", "wte.weight", "wpe.weight"),
+    "nanogpt": EmbeddingKeys("nanogpt", "transformer.wte.weight", "transformer.wpe.weight"),
+}
+"""The known layouts by name."""
+
+_HF_PREFIXED = EmbeddingKeys("hf", "transformer.wte.weight", "transformer.wpe.weight")
+_MODULES = ("tok_emb", "pos_emb")
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A NumPy array of ``value`` (a torch tensor, JAX array or array-like), same dtype.
+
+    torch's bfloat16, which ``Tensor.numpy()`` refuses, comes back as
+    ``ml_dtypes.bfloat16`` with the same bits. Torch itself is never imported here.
+    """
+    if hasattr(value, "detach"):  # a torch tensor
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            import ml_dtypes
+            import torch
+
+            return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return tensor.numpy()
+    return np.asarray(value)
+
+
+def _layout_keys(layout: str) -> EmbeddingKeys:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known layouts: {sorted(LAYOUTS)}")
+    return LAYOUTS[layout]
+
+
+def detect_layout(state_dict: Mapping[str, Any], layout: str | None = None) -> EmbeddingKeys:
+    """The keys of the two embedding tables in ``state_dict``.
+
+    Args:
+      state_dict: a torch state dict (or any mapping of names to arrays), a whole
+        model's or just the two tables.
+      layout: ``"book"``, ``"hf"`` or ``"nanogpt"``; None detects it from the keys.
+        With ``"hf"`` the ``transformer.`` prefix (``GPT2LMHeadModel``) is accepted.
+
+    Raises:
+      ValueError: an unknown layout, or a state dict holding neither table pair (the
+        message names the keys it looked for and some of those it has).
+    """
+    if layout is not None:
+        keys = _layout_keys(layout)
+        if layout == "hf" and keys.tok_emb not in state_dict and _HF_PREFIXED.tok_emb in state_dict:
+            keys = _HF_PREFIXED  # GPT2LMHeadModel: the same tables under "transformer."
+        missing = [k for k in keys.names if k not in state_dict]
+        if missing:
+            raise ValueError(
+                f"state dict has no {missing[0]!r} (layout {layout!r} needs "
+                f"{keys.tok_emb!r} and {keys.pos_emb!r}); {_some_keys(state_dict)}"
+            )
+        return keys
+    found = [k for k in LAYOUTS.values() if k.tok_emb in state_dict or k.pos_emb in state_dict]
+    if not found:
+        wanted = ", ".join(f"{k.tok_emb!r} ({k.layout})" for k in LAYOUTS.values())
+        raise ValueError(
+            f"cannot detect the layout: state dict has none of {wanted}; {_some_keys(state_dict)}"
+        )
+    if len(found) > 1:
+        names = [k.layout for k in found]
+        raise ValueError(f"ambiguous layout: state dict holds tables of {names}; pass layout=")
+    (keys,) = found
+    if keys.layout == "nanogpt" and _looks_like_hf(state_dict):
+        return detect_layout(state_dict, "hf")
+    return detect_layout(state_dict, keys.layout)
+
+
+def _looks_like_hf(state_dict: Mapping[str, Any]) -> bool:
+    """Whether a ``transformer.``-prefixed state dict is HF's rather than nanoGPT's.
+
+    HF's GPT-2 uses ``Conv1D`` (weight ``(D, 3D)``) where nanoGPT uses ``nn.Linear``
+    (weight ``(3D, D)``) for ``attn.c_attn``; the tables themselves are the same.
+    """
+    c_attn = state_dict.get("transformer.h.0.attn.c_attn.weight")
+    shape = tuple(getattr(c_attn, "shape", ()))
+    return len(shape) == 2 and shape[1] == 3 * shape[0]
+
+
+def _some_keys(state_dict: Mapping[str, Any], limit: int = 8) -> str:
+    keys = sorted(state_dict)
+    more = f", ... ({len(keys)} in all)" if len(keys) > limit else ""
+    return f"it has: {', '.join(map(repr, keys[:limit]))}{more}" if keys else "it is empty"
+
+
+def _expected_shapes(model: Any) -> dict[str, tuple[int, int]]:
+    return {
+        "tok_emb": (int(model.vocab_size), int(model.features)),
+        "pos_emb": (int(model.context_length), int(model.features)),
+    }
+
+
+def _check_table(key: str, table: np.ndarray, expected: tuple[int, int] | None, against: str):
+    if not np.issubdtype(table.dtype, np.floating) and table.dtype.name != "bfloat16":
+        raise ValueError(
+            f"{key!r} has dtype {table.dtype}, shape {table.shape}: an embedding table "
+            "must be floating point"
+        )
+    if table.ndim != 2:
+        raise ValueError(f"{key!r} has shape {table.shape}, but a table has shape (rows, features)")
+    if expected is not None and table.shape != expected:
+        raise ValueError(f"{key!r} has shape {table.shape}, but {against} expects {expected}")
+
+
+def _check_no_downcast(key: str, table: np.ndarray) -> None:
+    import jax
+
+    if table.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"{key!r} is {table.dtype}, but jax_enable_x64 is off, so JAX would silently round "
+            "it to float32; cast it yourself (e.g. tensor.float()) or enable x64"
+        )
+
+
+def params_from_torch(
+    state_dict: Mapping[str, Any], layout: str | None = None, *, model: Any = None
+) -> dict:
+    """``{'params': ...}`` for ``InputEmbedding`` from a torch state dict.
+
+    Only the two embedding tables are taken, so a whole model's state dict works;
+    the keys used are logged (logger ``flax_embed.convert``, level INFO) and
+    ``detect_layout`` returns them. Tables are copied and keep their dtype.
+
+    Example::
+
+      >>> sd = torch_model.state_dict()          # e.g. HF GPT2Model: wte/wpe
+      >>> params = params_from_torch(sd, model=InputEmbedding(features=768))
+
+    Args:
+      state_dict: name → torch tensor or NumPy array; ``(V, D)`` and ``(C, D)`` tables.
+      layout: ``"book"``, ``"hf"`` or ``"nanogpt"``; None detects it.
+      model: an ``InputEmbedding`` (anything with ``vocab_size``, ``context_length``
+        and ``features``) whose shapes the tables must have; None only checks that
+        the two tables are 2-D with the same width.
+
+    Raises:
+      ValueError: an unknown or undetectable layout; a missing key; a table whose
+        shape differs from ``model``'s (the message names the key and both shapes);
+        a non-float table; a float64 table while JAX's x64 is off (it would be
+        rounded to float32).
+    """
+    keys = detect_layout(state_dict, layout)
+    expected = _expected_shapes(model) if model is not None else None
+    against = ""
+    if model is not None:
+        v, c, d = model.vocab_size, model.context_length, model.features
+        against = f"{type(model).__name__}(vocab_size={v}, context_length={c}, features={d})"
+    params = {}
+    for module, key in zip(_MODULES, keys.names, strict=True):
+        table = to_numpy(state_dict[key])
+        _check_table(key, table, expected and expected[module], against)
+        _check_no_downcast(key, table)
+        params[module] = {"embedding": np.array(table, copy=True)}
+    tok, pos = params["tok_emb"]["embedding"], params["pos_emb"]["embedding"]
+    if tok.shape[1] != pos.shape[1]:
+        raise ValueError(
+            f"{keys.tok_emb!r} has shape {tok.shape} and {keys.pos_emb!r} has shape {pos.shape}: "
+            "the two tables must have the same number of features"
+        )
+    if tok.dtype != pos.dtype:
+        raise ValueError(
+            f"{keys.tok_emb!r} is {tok.dtype} but {keys.pos_emb!r} is {pos.dtype}; "
+            "cast them to one dtype first"
+        )
+    ignored = len(state_dict) - 2
+    logger.info(
+        "params_from_torch: layout %r, took %r %s and %r %s; ignored %d other keys",
+        keys.layout,
+        keys.tok_emb,
+        tok.shape,
+        keys.pos_emb,
+        pos.shape,
+        ignored,
+    )
+    return {"params": params}
+
+
+def params_to_numpy(params: Mapping[str, Any], layout: str = "book") -> dict[str, np.ndarray]:
+    """The two tables of ``params`` as a state dict of NumPy arrays under ``layout``'s keys.
+
+    Args:
+      params: ``InputEmbedding`` params, with or without the ``'params'`` level;
+        JAX or NumPy arrays.
+      layout: ``"book"``, ``"hf"`` (``wte.weight``/``wpe.weight``) or ``"nanogpt"``.
+    """
+    keys = _layout_keys(layout)
+    tree = params.get("params", params)
+    state = {}
+    for module, key in zip(_MODULES, keys.names, strict=True):
+        try:
+            table = tree[module]["embedding"]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"params have no {module!r}/'embedding' (for {key!r}); "
+                f"top-level keys: {sorted(tree) if isinstance(tree, Mapping) else type(tree)}"
+            ) from None
+        if hasattr(table, "unbox"):  # nn.Partitioned (InputEmbedding(logical_axes=True))
+            table = table.unbox()
+        array = np.array(to_numpy(table), copy=True)  # owned, writable, C-contiguous
+        _check_table(f"{module}/embedding", array, None, "")
+        state[key] = array
+    return state
+
+
+def params_to_torch(params: Mapping[str, Any], layout: str = "book") -> dict:
+    """A torch state dict of the two tables, for ``load_state_dict``.
+
+    ``layout="book"`` loads into ``parity.torch_reference.TorchInputEmbedding`` (or
+    the book's ``GPTModel`` with ``strict=False``); ``"hf"`` gives ``wte.weight`` /
+    ``wpe.weight``; ``"nanogpt"`` the ``transformer.``-prefixed names.
+    """
+    import torch
+
+    state = {}
+    for key, array in params_to_numpy(params, layout).items():
+        if array.dtype.name == "bfloat16":
+            state[key] = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        else:
+            state[key] = torch.from_numpy(array)
+    return state
+
+
+def save_params(
+    path: str | os.PathLike[str], params: Mapping[str, Any], layout: str = "book"
+) -> None:
+    """Writes the two tables to a safetensors file, atomically.
+
+    The file loads with ``safetensors.torch.load_file`` straight into a torch module
+    of ``layout`` (``load_state_dict(..., strict=True)`` for ``TorchInputEmbedding``),
+    and back with ``load_params``. It is written to a temporary file next to
+    ``path`` and renamed: a failed save never leaves a partial file at ``path``.
+
+    Raises:
+      ValueError: params without the two tables, or non-float tables.
+      OSError: the file cannot be written (the message names ``path``).
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import save_file
+
+    state = params_to_numpy(params, layout)
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            save_file(state, tmp, metadata={"format": "pt", "layout": layout})
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: cannot write ({e.strerror or e})") from None
+    except SafetensorError as e:  # the Rust writer's I/O errors
+        raise OSError(f"{path}: cannot write ({e})") from None
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+}  # fmt: skip
+
+
+def load_params(
+    path: str | os.PathLike[str], layout: str | None = None, *, model: Any = None
+) -> dict:
+    """``InputEmbedding`` params from a safetensors file (``save_params``'s or torch's).
+
+    Any safetensors file holding the two tables works, e.g. one written by
+    ``safetensors.torch.save_file(module.state_dict(), path)`` or a whole model's.
+    Arguments and checks are those of ``params_from_torch``.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: not a safetensors file, or the checks of ``params_from_torch``.
+    """
+    import ml_dtypes
+    import safetensors
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        tensors = safetensors.deserialize(data)
+    except Exception as e:  # SafetensorError: a bad header or truncated data
+        raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    state, unsupported = {}, {}
+    for name, view in tensors:
+        dtype_name = _SAFETENSORS_DTYPES.get(view["dtype"])
+        if dtype_name is None:  # e.g. float8 weights elsewhere in a whole model's file
+            unsupported[name] = view["dtype"]
+            state[name] = None
+            continue
+        dtype = ml_dtypes.bfloat16 if dtype_name == "bfloat16" else np.dtype(dtype_name)
+        state[name] = np.frombuffer(view["data"], dtype=dtype).reshape(view["shape"])
+    for key in detect_layout(state, layout).names:
+        if key in unsupported:
+            raise ValueError(
+                f"{path}: {key!r} has dtype {unsupported[key]}: an embedding table must be "
+                "float64, float32, float16 or bfloat16"
+            )
+    return params_from_torch(state, layout, model=model)

@@ -1,0 +1,148 @@
+"""``BatchIterator``: a ``Batcher``'s batches, epoch after epoch, resumable from a saved state.
+
+Grain's iterator protocol: ``next(it)``, ``it.get_state()``, ``it.set_state(state)``.
+The state is a small JSON-serialisable dict::
+
+  {"seed": 0, "epoch": 3, "position": 17,
+   "fingerprint": {"dataset": "9c0e...", "batch_size": 64, "shuffle": True, "drop_last": True}}
+
+``position`` counts *global* batches within ``epoch``, so the state does not depend
+on the shard: every process holds the same state, any one of them can save it, and
+it restores on any number of processes (``batch_size`` is the global batch size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flax_embed._validation import check_positive_int
+
+if TYPE_CHECKING:
+    from flax_embed.data import Batch, Batcher
+
+__all__ = ["BatchIterator"]
+
+_STATE_KEYS = ("seed", "epoch", "position", "fingerprint")
+
+
+def _state_int(state: Mapping[str, Any], key: str) -> int:
+    value = state[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"iterator state {key!r} must be an int, got {value!r}")
+    return value
+
+
+class BatchIterator:
+    """Yields this shard's batches of epochs ``first_epoch, first_epoch + 1, ...``.
+
+    Made by ``iter(batcher)`` (one epoch), ``batcher.iter_epoch(e)`` or
+    ``batcher.iterate(num_epochs)`` (several epochs, or forever with ``None``);
+    each epoch is reshuffled (``epoch_permutation(n, seed, epoch)``).
+
+    Example::
+
+      >>> it = batcher.iterate()                # epochs 0, 1, 2, ... forever
+      >>> x_BxT, y_BxT = next(it)
+      >>> state = it.get_state()                # json.dumps(state) to checkpoint it
+      >>> it2 = batcher.iterate(); it2.set_state(state)
+      >>> # next(it2) is the batch next(it) would have been
+
+    Args:
+      batcher: the ``Batcher`` whose batches it yields.
+      first_epoch: the first epoch it runs.
+      num_epochs: how many epochs it runs; ``None`` for no end.
+    """
+
+    def __init__(self, batcher: Batcher, first_epoch: int = 0, num_epochs: int | None = None):
+        check_positive_int("first_epoch", first_epoch, minimum=0)
+        if num_epochs is not None:
+            check_positive_int("num_epochs", num_epochs, minimum=0)
+        self._batcher = batcher
+        self._first_epoch = int(first_epoch)
+        self._stop_epoch = None if num_epochs is None else int(first_epoch + num_epochs)
+        self._epoch = self._first_epoch
+        self._position = 0
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def __next__(self) -> Batch:
+        batches_per_epoch = len(self._batcher)
+        if batches_per_epoch == 0 or (
+            self._stop_epoch is not None and self._epoch >= self._stop_epoch
+        ):
+            raise StopIteration
+        batch = self._batcher.local_batch(self._epoch, self._position)
+        self._position += 1
+        if self._position == batches_per_epoch:
+            self._epoch, self._position = self._epoch + 1, 0
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        """Where the iterator stands: ``{"seed", "epoch", "position", "fingerprint"}``.
+
+        ``epoch`` and ``position`` name the next batch (global batch ``position`` of
+        ``epoch``); after the last batch of an epoch the state is ``(epoch + 1, 0)``.
+        """
+        return {
+            "seed": int(self._batcher.seed),
+            "epoch": self._epoch,
+            "position": self._position,
+            "fingerprint": self._batcher.fingerprint(),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continues from ``state``: the next batches are those the saved iterator had left.
+
+        Raises:
+          ValueError: ``state`` is not an iterator state, comes from another
+            dataset or other options (batch size, shuffle, drop_last, seed), or
+            names a batch outside this iterator's epochs.
+        """
+        if not isinstance(state, Mapping) or not all(k in state for k in _STATE_KEYS):
+            raise ValueError(
+                f"not an iterator state: expected a dict with keys {list(_STATE_KEYS)}, "
+                f"got {state!r}"
+            )
+        ours = self._batcher.fingerprint()
+        theirs = state["fingerprint"]
+        if not isinstance(theirs, Mapping) or dict(theirs) != ours:
+            theirs = theirs if isinstance(theirs, Mapping) else {"fingerprint": theirs}
+            diffs = ", ".join(
+                f"{k} {theirs.get(k)!r} (state) != {ours.get(k)!r} (here)"
+                for k in sorted(set(ours) | set(theirs))
+                if theirs.get(k) != ours.get(k)
+            )
+            raise ValueError(
+                f"iterator state was saved from another dataset or other options: {diffs}"
+            )
+        seed = _state_int(state, "seed")
+        if seed != self._batcher.seed:
+            raise ValueError(
+                f"iterator state has seed {seed}, but this loader has seed {self._batcher.seed}"
+            )
+        epoch = _state_int(state, "epoch")
+        position = _state_int(state, "position")
+        stop = self._stop_epoch
+        if epoch < self._first_epoch or (stop is not None and epoch > stop):
+            last = "no end" if stop is None else f"epoch {stop - 1}"
+            raise ValueError(
+                f"iterator state is in epoch {epoch}, outside this iterator's epochs "
+                f"(epoch {self._first_epoch} to {last})"
+            )
+        batches_per_epoch = len(self._batcher)
+        limit = 1 if stop is not None and epoch == stop else max(batches_per_epoch, 1)
+        if not 0 <= position < limit:
+            raise ValueError(
+                f"iterator state position {position} is outside [0, {limit}): "
+                f"epoch {epoch} has {batches_per_epoch} batches"
+            )
+        self._epoch, self._position = epoch, position
+
+    def __repr__(self) -> str:
+        stop = "None" if self._stop_epoch is None else self._stop_epoch - self._first_epoch
+        return (
+            f"BatchIterator(epoch={self._epoch}, position={self._position}, "
+            f"first_epoch={self._first_epoch}, num_epochs={stop})"
+        )

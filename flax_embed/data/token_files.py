@@ -1,0 +1,375 @@
+"""Token files: GPT-2 ids on disk, memory-mapped back, checked on the way in and out.
+
+Two layouts, chosen by the file name:
+
+* ``tokens.npy`` — a NumPy ``.npy`` array of shape ``(N,)``; it records its dtype and
+  count but not the vocabulary, so readers assume GPT-2's 50,257 unless told otherwise;
+* ``tokens.bin`` — the raw little-endian ids, with a JSON sidecar ``tokens.bin.json``::
+
+    {"format": "flax-embed token ids", "dtype": "uint16", "byteorder": "little",
+     "vocab_size": 50257, "count": 1234}
+
+The ids are ``uint16`` when the vocabulary fits (at most 65,536 ids, GPT-2 included),
+else ``uint32``. Writes go to a temporary file beside the target and are renamed into
+place (``os.replace``), so a reader never sees half a file. Reads memory-map the
+file; ``TokenFileDataset`` (``SlidingWindowDataset.from_file``) iterates windows of
+it with resident memory bounded by the batch, not by the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from flax_embed._io import new_file_mode
+from flax_embed._validation import first_out_of_range
+from flax_embed.tokenizer import GPT2_VOCAB_SIZE
+
+__all__ = [
+    "SIDECAR_FORMAT",
+    "TokenFileError",
+    "TokenFileWriter",
+    "open_token_file",
+    "read_token_file",
+    "sidecar_path",
+    "token_dtype",
+    "write_token_file",
+]
+
+SIDECAR_FORMAT = "flax-embed token ids"
+_SUFFIXES = (".npy", ".bin")
+# What a reader accepts: the two dtypes written here, and int32 (what ``encode`` returns,
+# so that ``np.save("t.npy", encode(text))`` is a token file too).
+_READABLE = {np.dtype("<u2"): "uint16", np.dtype("<u4"): "uint32", np.dtype("<i4"): "int32"}
+# Every 1-D header written here is this long (a multiple of 64, as NumPy aligns), so
+# that the count can be filled in at the end without moving the data.
+_NPY_HEADER_BYTES = 128
+_CHECK_CHUNK_TOKENS = 1 << 23  # 8 Mi ids, 16-32 MB, per read when checking ids
+
+
+class TokenFileError(ValueError):
+    """A token file is truncated, corrupt, or disagrees with its sidecar or the vocabulary."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The id dtype of a token file: little-endian uint16 when the vocabulary fits, else uint32."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
+        raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+    if not 1 <= vocab_size <= 2**32:
+        raise ValueError(f"vocab_size must be in [1, 2**32], got {vocab_size}")
+    return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar of a raw ``.bin`` token file: ``tokens.bin`` → ``tokens.bin.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def _layout_of(path: Path) -> str:
+    if path.suffix not in _SUFFIXES:
+        raise ValueError(f"{path}: a token file's name ends in .npy or .bin, not {path.suffix!r}")
+    return path.suffix[1:]
+
+
+def _npy_header(dtype: np.dtype, count: int) -> bytes:
+    """A version-1.0 ``.npy`` header for shape ``(count,)``, exactly _NPY_HEADER_BYTES long."""
+    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                 "shape": (count,)})  # fmt: skip
+    prefix = b"\x93NUMPY\x01\x00"
+    body_len = _NPY_HEADER_BYTES - len(prefix) - 2
+    body = text.ljust(body_len - 1).encode("latin1") + b"\n"
+    assert len(body) == body_len, text
+    return prefix + body_len.to_bytes(2, "little") + body
+
+
+class TokenFileWriter:
+    """Streams token ids into a token file, atomically.
+
+    The ids go to a temporary file beside ``path``; ``commit()`` (or leaving the
+    ``with`` block normally) renames it into place, ``abort()`` (or an exception in
+    the block) deletes it. Until then ``path`` keeps its old content, if any.
+
+    Example::
+
+      with TokenFileWriter("tokens.bin") as writer:
+          writer.write(encode(first_document))
+          writer.write([ENDOFTEXT_ID])
+
+    Args:
+      path: the target, ending in ``.npy`` or ``.bin`` (``.bin`` gets a ``.bin.json`` sidecar).
+      vocab_size: ids must lie in ``[0, vocab_size)``; it also picks the dtype (``token_dtype``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, vocab_size: int = GPT2_VOCAB_SIZE):
+        self.path = Path(path)
+        self.layout = _layout_of(self.path)
+        self.dtype = token_dtype(vocab_size)
+        self.vocab_size = int(vocab_size)
+        self.count = 0
+        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in commit/abort)
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp", delete=False
+        )
+        os.fchmod(self._file.fileno(), new_file_mode())
+        if self.layout == "npy":
+            self._file.write(_npy_header(self.dtype, 0))
+
+    def write(self, ids_N) -> None:
+        """Appends the ids ``ids_N`` (shape ``(N,)``, integers in ``[0, vocab_size)``).
+
+        Raises:
+          TypeError: non-integer ids. ValueError: a wrong rank, or an id out of range
+            (the error names the first such id and its position in the file).
+        """
+        ids_N = np.asarray(ids_N)
+        if ids_N.size == 0:
+            return
+        if ids_N.ndim != 1:
+            raise ValueError(f"token ids must have rank 1, got shape {ids_N.shape}")
+        if not np.issubdtype(ids_N.dtype, np.integer):
+            raise TypeError(f"token ids must be integers, got dtype {ids_N.dtype}")
+        found = first_out_of_range(ids_N, self.vocab_size)
+        if found is not None:
+            i, bad = found
+            raise ValueError(
+                f"token id {ids_N[i]} at position {self.count + i} is outside "
+                f"[0, {self.vocab_size}) ({bad} of {ids_N.size} ids in this write)"
+            )
+        self._file.write(ids_N.astype(self.dtype, copy=False).tobytes())
+        self.count += ids_N.size
+
+    def commit(self) -> Path:
+        """Finishes the file and renames it into place; returns ``path``."""
+        tmp = Path(self._file.name)
+        try:
+            if self.layout == "npy":
+                self._file.seek(0)
+                self._file.write(_npy_header(self.dtype, self.count))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            if self.layout == "npy":
+                os.replace(tmp, self.path)
+            else:
+                # The new sidecar is written before the old files are touched; then only
+                # renames remain. The old sidecar goes first: a crash in between leaves a
+                # .bin without a sidecar (an error when read), never a new .bin described
+                # by an old sidecar.
+                sidecar = sidecar_path(self.path)
+                staged = sidecar.with_name(f".{sidecar.name}.new")
+                try:
+                    staged.write_text(json.dumps(self._sidecar(), indent=1) + "\n")
+                    sidecar.unlink(missing_ok=True)
+                    os.replace(tmp, self.path)
+                    os.replace(staged, sidecar)
+                finally:
+                    staged.unlink(missing_ok=True)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Deletes the temporary file; ``path`` is left as it was."""
+        self._file.close()
+        Path(self._file.name).unlink(missing_ok=True)
+
+    def _sidecar(self) -> dict:
+        return {
+            "format": SIDECAR_FORMAT,
+            "dtype": _READABLE[self.dtype],
+            "byteorder": "little",
+            "vocab_size": self.vocab_size,
+            "count": self.count,
+        }
+
+    def __enter__(self) -> TokenFileWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_token_file(
+    path: str | os.PathLike[str], ids_N, *, vocab_size: int = GPT2_VOCAB_SIZE
+) -> Path:
+    """Writes the ids ``ids_N`` (shape ``(N,)``) as a token file, atomically.
+
+    Example::
+
+      write_token_file("tokens.npy", encode(text))
+      read_token_file("tokens.npy")[:3]   # memmap([40, 367, 2885], dtype=uint16)
+
+    Args:
+      path: ``*.npy``, or ``*.bin`` plus a ``*.bin.json`` sidecar.
+      ids_N: integer ids in ``[0, vocab_size)``.
+      vocab_size: the vocabulary; uint16 ids when it is at most 65,536, else uint32.
+
+    Returns:
+      ``path``. On any error nothing is left at ``path`` that was not there before.
+    """
+    with TokenFileWriter(path, vocab_size=vocab_size) as writer:
+        writer.write(ids_N)
+    return writer.path
+
+
+def _read_sidecar(path: Path) -> tuple[np.dtype, int, int]:
+    """``(dtype, count, vocab_size)`` from a ``.bin`` file's sidecar, checked."""
+    sidecar = sidecar_path(path)
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenFileError(
+            f"{path}: no sidecar {sidecar.name} (a raw .bin token file needs it for its dtype, "
+            "vocabulary and count; write token files with write_token_file or flax-embed tokenize)"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TokenFileError(f"{sidecar}: not a JSON sidecar ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+        raise TokenFileError(f"{sidecar}: not a token-file sidecar (no format {SIDECAR_FORMAT!r})")
+    for key, kind in (("dtype", str), ("byteorder", str), ("vocab_size", int), ("count", int)):
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TokenFileError(f"{sidecar}: {key!r} must be a {kind.__name__}, got {value!r}")
+    if meta["byteorder"] != "little":
+        raise TokenFileError(f"{sidecar}: byteorder {meta['byteorder']!r} is not 'little'")
+    names = {name: dtype for dtype, name in _READABLE.items()}
+    if meta["dtype"] not in names:
+        raise TokenFileError(f"{sidecar}: dtype {meta['dtype']!r} is not one of {sorted(names)}")
+    dtype, count, vocab = names[meta["dtype"]], meta["count"], meta["vocab_size"]
+    if count < 0 or vocab < 1:
+        raise TokenFileError(f"{sidecar}: count {count} or vocab_size {vocab} is out of range")
+    if vocab - 1 > np.iinfo(dtype).max:
+        raise TokenFileError(
+            f"{sidecar}: disagrees with itself: dtype {meta['dtype']} cannot hold the ids of a "
+            f"{vocab}-id vocabulary"
+        )
+    return dtype, count, vocab
+
+
+def _read_npy_header(path: Path, f) -> tuple[np.dtype, int]:
+    """``(dtype, count)`` from a ``.npy`` header; leaves ``f`` at the first id."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, SyntaxError, EOFError) as e:
+        raise TokenFileError(f"{path}: not a valid .npy file ({e})") from None
+    if len(shape) != 1:
+        raise TokenFileError(f"{path}: token ids must have rank 1, got shape {shape}")
+    if dtype not in _READABLE:
+        raise TokenFileError(
+            f"{path}: dtype {dtype.str} is not a token dtype "
+            "(little-endian uint16, uint32 or int32)"
+        )
+    return dtype, shape[0]
+
+
+def _inspect(path: Path, vocab_size: int | None) -> tuple[np.dtype, int, int, int]:
+    """Checks a token file's layout; returns ``(dtype, count, data_offset, vocab_size)``."""
+    layout = _layout_of(path)
+    size = path.stat().st_size  # FileNotFoundError etc. say what is wrong already
+    if layout == "npy":
+        with open(path, "rb") as f:
+            dtype, count = _read_npy_header(path, f)
+            offset = f.tell()
+        vocab = GPT2_VOCAB_SIZE if vocab_size is None else vocab_size
+        described = f"its header says {count} {dtype.name} ids"
+    else:
+        dtype, count, recorded = _read_sidecar(path)
+        offset = 0
+        if vocab_size is not None and recorded > vocab_size:
+            raise TokenFileError(
+                f"{path} holds ids of a {recorded}-id vocabulary (its sidecar says), "
+                f"more than vocab_size={vocab_size}"
+            )
+        vocab = recorded if vocab_size is None else vocab_size
+        described = f"its sidecar {sidecar_path(path).name} says {count} {dtype.name} ids"
+    expected = offset + count * dtype.itemsize
+    if size != expected:
+        what = "truncated" if size < expected else "longer than described"
+        raise TokenFileError(
+            f"{path}: {what}: {size - offset} bytes of ids, but {described} = "
+            f"{count * dtype.itemsize} bytes "
+            "(a partial copy, or a sidecar or dtype from another file?)"
+        )
+    return dtype, count, offset, vocab
+
+
+def _check_ids(path: Path, dtype: np.dtype, count: int, offset: int, vocab_size: int) -> None:
+    """Raises TokenFileError naming the first id outside ``[0, vocab_size)``; O(chunk) memory."""
+    buffer = bytearray(_CHECK_CHUNK_TOKENS * dtype.itemsize)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        start = 0
+        while start < count:
+            n = min(_CHECK_CHUNK_TOKENS, count - start)
+            view = memoryview(buffer)[: n * dtype.itemsize]
+            if f.readinto(view) != len(view):
+                raise TokenFileError(f"{path}: truncated while reading (changed on disk?)")
+            ids = np.frombuffer(view, dtype=dtype)
+            found = first_out_of_range(ids, vocab_size)
+            if found is not None:
+                i, _ = found
+                raise TokenFileError(
+                    f"{path}: token id {ids[i]} at position {start + i} is outside "
+                    f"[0, {vocab_size}) (vocab_size={vocab_size}; the file may be corrupt or "
+                    "tokenized with another vocabulary)"
+                )
+            start += n
+
+
+def open_token_file(
+    path: str | os.PathLike[str], vocab_size: int | None, check_ids: bool
+) -> tuple[np.ndarray, int]:
+    path = Path(path)
+    if vocab_size is not None:
+        token_dtype(vocab_size)  # type and range
+    dtype, count, offset, vocab = _inspect(path, vocab_size)
+    if check_ids and count:
+        _check_ids(path, dtype, count, offset, vocab)
+    if count == 0:  # mmap cannot map an empty range
+        return np.zeros(0, dtype), vocab
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,)), vocab
+
+
+def read_token_file(
+    path: str | os.PathLike[str], *, vocab_size: int | None = None, check_ids: bool = True
+) -> np.memmap:
+    """Memory-maps a token file (read-only), after checking it.
+
+    Checked always (cheap): the ``.npy`` header, or the ``.bin`` sidecar (present,
+    well-formed, consistent), and that the file holds exactly the bytes they describe
+    (a truncated or padded file is an error). Checked with ``check_ids=True``, the
+    default: that every id lies in ``[0, vocab_size)`` — one sequential read of the
+    file in 8 Mi-id chunks (resident memory O(chunk), about 0.5 s per GB from the page
+    cache); pass ``check_ids=False`` to skip it for files you trust.
+
+    Args:
+      path: ``*.npy`` or ``*.bin`` (with its ``*.bin.json`` sidecar).
+      vocab_size: the vocabulary the ids must fit. Default: the sidecar's for ``.bin``,
+        GPT-2's 50,257 for ``.npy`` (which does not record it). A ``.bin`` written for a
+        larger vocabulary than ``vocab_size`` is an error.
+      check_ids: whether to read every id and check it against ``vocab_size``.
+
+    Returns:
+      The ids, shape ``(N,)``, uint16/uint32 (or int32 for an int32 ``.npy``): a
+      read-only ``np.memmap`` (a plain empty array when ``N == 0``).
+
+    Raises:
+      TokenFileError: a truncated or corrupt file, a missing or disagreeing sidecar,
+        an id out of range (named, with its position).
+      OSError: the file cannot be read.
+    """
+    return open_token_file(path, vocab_size, check_ids)[0]

@@ -1,0 +1,128 @@
+import itertools
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flax_embed.data.parallel_tokenize import (
+    chunk_boundaries,
+    default_workers,
+    encode_parallel,
+    iter_encode_parallel,
+)
+from flax_embed.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, encode
+
+# Pieces that exercise every branch of GPT-2's pre-tokenizer regex and tiktoken's
+# special-token split: whitespace runs of every kind (incl. Unicode White_Space and
+# control characters that Python and the regex engine may classify differently),
+# contractions, digits in several scripts, letters with combining marks, emoji with
+# modifiers and joiners, and <|endoftext|> whole, doubled and in halves.
+FRAGMENTS = [
+    " ", "  ", "   ", "\t", "\t\t", "\n", "\n\n", "\r\n", "\r", " \n", "\n ", "\x0b", "\x0c",
+    "\u00a0", "\u2028", "\u2029", "\u3000", "\u0085", "\u200b", "\u180e", "\x1c", "\x00",
+    "'s", "'t", "'ll", "'ve", "'re", "'d", "'m", "'S", "'", "don't", "we'll", "''",
+    "0", "123", "4.5", "١٢٣", "Ⅻ", "²",
+    "a", "Hello", "héllo", "e\u0301", "\u0301", "ß", "日本語", "Ωμέγα", "İ",
+    "😀", "👍🏽", "👩‍👩‍👧", "🇫🇷", "\ufe0f",
+    ".", "...", ",", "--", "!?", "$", "_", "@@", "(", "}",
+    ENDOFTEXT, ENDOFTEXT * 2, "<|endof", "text|>", "<|", "|>",
+]  # fmt: skip
+
+adversarial_text = st.lists(
+    st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6)), max_size=40
+).map("".join)
+workers = st.integers(1, 4)
+chunk_chars = st.integers(1, 12)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(adversarial_text, workers, chunk_chars)
+def test_parallel_ids_equal_serial_ids(text, workers, chunk_chars):
+    np.testing.assert_array_equal(
+        encode_parallel(text, workers=workers, chunk_chars=chunk_chars), encode(text)
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(adversarial_text)
+def test_every_safe_boundary_keeps_the_ids(text):
+    # chunk_chars=1 cuts at every safe boundary of the text at once.
+    bounds = chunk_boundaries(text, 1)
+    pieces = [encode(text[a:b]) for a, b in itertools.pairwise(bounds)]
+    joined = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    np.testing.assert_array_equal(joined, encode(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(adversarial_text, st.lists(st.integers(0, 200), max_size=6), workers, chunk_chars)
+def test_streamed_pieces_cut_anywhere_equal_one_encode(text, cuts, workers, chunk_chars):
+    # The stream's pieces are cut at arbitrary places, inside words and <|endoftext|> too.
+    cuts = sorted({min(c, len(text)) for c in cuts})
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    parts = list(iter_encode_parallel(pieces, workers=workers, chunk_chars=chunk_chars))
+    joined = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    np.testing.assert_array_equal(joined, encode(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a\ud83d\ude00 b \ud83d\ude00\n c",  # a surrogate pair (one emoji as two code units)
+        "x \ud800 y\udfff z",  # lone surrogates: tiktoken replaces them
+        "trailing whitespace  \n\t ",
+        f"{ENDOFTEXT} starts, {ENDOFTEXT}{ENDOFTEXT} middle, ends {ENDOFTEXT}",
+    ],
+)
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_edge_texts(text, chunk):
+    np.testing.assert_array_equal(encode_parallel(text, workers=3, chunk_chars=chunk), encode(text))
+
+
+@pytest.mark.parametrize(("text", "cut"), [("a  b", 3), ("x \n\nfoo", 4)])
+def test_a_cut_after_whitespace_would_change_the_ids(text, cut):
+    # Why the boundary rule matters: a cut right after a whitespace run is not safe.
+    split = np.concatenate([encode(text[:cut]), encode(text[cut:])])
+    assert not np.array_equal(split, encode(text))
+    assert cut not in chunk_boundaries(text, 1)
+
+
+def test_boundaries_are_before_whitespace_after_visible_characters():
+    text = "It's 42.  Hello\n\nworld\t!"
+    assert chunk_boundaries(text, 1) == [0, 4, 8, 15, 22, len(text)]
+    assert chunk_boundaries(text, 9) == [0, 15, len(text)]
+    assert chunk_boundaries("", 1) == [0]
+    assert chunk_boundaries("nowhitespace", 1) == [0, 12]
+
+
+def test_long_text_uses_many_chunks_and_matches(verdict_text):
+    text = (verdict_text + ENDOFTEXT) * 4
+    assert len(chunk_boundaries(text, 10_000)) > 8
+    ids = encode_parallel(text, workers=4, chunk_chars=10_000)
+    assert ids.dtype == np.int32
+    np.testing.assert_array_equal(ids, encode(text))
+    assert (ids == ENDOFTEXT_ID).sum() == 4
+
+
+def test_default_workers_is_the_core_count():
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert default_workers() == cores
+    text = "Hello, world. " * 50
+    np.testing.assert_array_equal(encode_parallel(text, chunk_chars=16), encode(text))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [({"workers": 0}, ValueError), ({"chunk_chars": 0}, ValueError), ({"workers": 1.5}, TypeError)],
+)
+def test_bad_options(kwargs, error):
+    with pytest.raises(error):
+        encode_parallel("some text", **kwargs)
+
+
+def test_non_str_input():
+    with pytest.raises(TypeError, match="takes a str"):
+        encode_parallel(b"bytes")
+    with pytest.raises(TypeError, match="pieces must be str"):
+        list(iter_encode_parallel(["ok", b"bytes"]))
