@@ -9,8 +9,8 @@ checked path (``jax.experimental.checkify``).
 
 from __future__ import annotations
 
-import jax
 import numpy as np
+from jax.core import Tracer
 
 __all__ = [
     "check_positive_int",
@@ -27,7 +27,7 @@ def is_concrete(x) -> bool:
     """Whether ``x``'s values are known now (not a tracer inside ``jit``/``grad``)."""
     # A global array spread over several hosts is not a tracer, but its values are not
     # all here: it is checked like a traced one (shapes only).
-    return not isinstance(x, jax.core.Tracer) and getattr(x, "is_fully_addressable", True)
+    return not isinstance(x, Tracer) and getattr(x, "is_fully_addressable", True)
 
 
 def check_positive_int(name: str, value: int, *, minimum: int = 1) -> int:

@@ -179,7 +179,7 @@ def _check_table(key: str, table: np.ndarray, expected: tuple[int, int] | None, 
 def _check_no_downcast(key: str, table: np.ndarray) -> None:
     import jax
 
-    if table.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+    if table.dtype.itemsize == 8 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             f"{key!r} is {table.dtype}, but jax_enable_x64 is off, so JAX would silently round "
             "it to float32; cast it yourself (e.g. tensor.float()) or enable x64"
@@ -222,7 +222,7 @@ def params_from_torch(
     params = {}
     for module, key in zip(_MODULES, keys.names, strict=True):
         table = to_numpy(state_dict[key])
-        _check_table(key, table, expected and expected[module], against)
+        _check_table(key, table, None if expected is None else expected[module], against)
         _check_no_downcast(key, table)
         params[module] = {"embedding": np.array(table, copy=True)}
     tok, pos = params["tok_emb"]["embedding"], params["pos_emb"]["embedding"]

@@ -111,7 +111,7 @@ class Batcher:
                 object.__setattr__(self, "shard_count", jax.process_count())
             if self.shard_index is None:
                 object.__setattr__(self, "shard_index", jax.process_index())
-        count = check_positive_int("shard_count", self.shard_count)
+        count = check_positive_int("shard_count", self.shard_count)  # type: ignore[arg-type]
         object.__setattr__(self, "shard_count", count)
         index = self.shard_index
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
@@ -144,9 +144,15 @@ class Batcher:
         return n // b if self.drop_last else -(-n // b)
 
     @property
+    def _shard(self) -> tuple[int, int]:
+        """``(shard_index, shard_count)``, ints once ``__post_init__`` has filled the defaults."""
+        assert self.shard_index is not None and self.shard_count is not None
+        return self.shard_index, self.shard_count
+
+    @property
     def local_batch_size(self) -> int:
         """Windows per full batch of this shard: ``batch_size // shard_count``."""
-        return self.batch_size // self.shard_count
+        return self.batch_size // self._shard[1]
 
     def window_order(self, epoch: int) -> np.ndarray:
         """The window indices of ``epoch`` in the order they are batched (all shards)."""
@@ -166,8 +172,9 @@ class Batcher:
     def shard_windows(self, epoch: int, index: int) -> np.ndarray:
         """The window indices this shard reads of global batch ``index``: a contiguous slice."""
         windows = self.batch_windows(epoch, index)
-        rows = len(windows) // self.shard_count
-        return windows[self.shard_index * rows : (self.shard_index + 1) * rows]
+        shard, count = self._shard
+        rows = len(windows) // count
+        return windows[shard * rows : (shard + 1) * rows]
 
     def local_batch(self, epoch: int, index: int) -> Batch:
         """This shard's part of global batch ``index`` of ``epoch``: one gather.

@@ -346,7 +346,7 @@ def open_token_file(
 
 def read_token_file(
     path: str | os.PathLike[str], *, vocab_size: int | None = None, check_ids: bool = True
-) -> np.memmap:
+) -> np.ndarray:
     """Memory-maps a token file (read-only), after checking it.
 
     Checked always (cheap): the ``.npy`` header, or the ``.bin`` sidecar (present,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -41,8 +41,12 @@ class DevicePrefetcher:
             raise TypeError(f"sharding must be a jax.sharding.Sharding, got {type(sharding)}")
         self._iterator: Iterator[Any] = iter(iterator)
         self._sharding = sharding
-        self._get_state = getattr(self._iterator, "get_state", None)
-        self._state = self._get_state() if callable(self._get_state) else None
+        self._get_state: Callable[[], dict[str, Any]] | None = getattr(
+            self._iterator, "get_state", None
+        )
+        self._state: dict[str, Any] | None = (
+            self._get_state() if callable(self._get_state) else None
+        )
         self._queue: queue.Queue = queue.Queue(maxsize=self.size)
         self._stop = threading.Event()
         self._finished = False

@@ -52,7 +52,7 @@ EMBED_PARALLEL_RULES: tuple[tuple[str, str | None], ...] = (
 def data_mesh(
     shape: Sequence[int] | None = None,
     axis_names: Sequence[str] = ("data",),
-    devices: Sequence[jax.Device] | None = None,
+    devices: Sequence[Any] | None = None,
 ) -> Mesh:
     """A mesh over all devices of all processes, ordered by process.
 
@@ -148,7 +148,8 @@ def init_sharded(
     ``flax.linen.unbox`` strips the boxes.
     """
     import flax.linen as nn
+    from flax.linen.spmd import logical_to_mesh_sharding
 
     abstract = jax.eval_shape(model.init, *init_args)
-    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+    shardings = logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
     return jax.jit(model.init, out_shardings=shardings)(*init_args)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 from flax.typing import PrecisionLike
 
 __all__ = [
@@ -87,5 +87,5 @@ def tied_logits(
     default, because the default precision of a float32 matmul on GPU (TF32) and
     TPU (bfloat16 passes) is not float32; on CPU the two are the same.
     """
-    x_xD, tok_VxD = nn.dtypes.promote_dtype(x_xD, tok_VxD, dtype=dtype)
+    x_xD, tok_VxD = promote_dtype(x_xD, tok_VxD, dtype=dtype)
     return jnp.dot(x_xD, tok_VxD.T, precision=precision)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,6 +27,7 @@ __all__ = ["InputEmbedding"]
 
 def _table(embed: nn.Embed) -> jax.Array:
     (table,) = embed.promote_dtype(embed.embedding, dtype=embed.dtype, inexact=False)
+    assert table is not None
     return table
 
 
@@ -89,14 +93,16 @@ class InputEmbedding(nn.Module):
     precision: PrecisionLike = jax.lax.Precision.HIGHEST
     logical_axes: bool = False
 
-    def _init(self, axes: tuple[str, str]) -> Initializer:
+    def _init(self, axes: tuple[str, str]) -> Callable[..., Any]:
         if self.logical_axes:
             return nn.with_logical_partitioning(self.embedding_init, axes)
         return self.embedding_init
 
     def setup(self):
         check_module_options(self.vocab_size, self.context_length, self.features, self.dropout_rate)
-        embed = dict(features=self.features, dtype=self.dtype, param_dtype=self.param_dtype)
+        embed: dict[str, Any] = dict(
+            features=self.features, dtype=self.dtype, param_dtype=self.param_dtype
+        )
         self.tok_emb = nn.Embed(self.vocab_size, embedding_init=self._init(TOKEN_AXES), **embed)
         self.pos_emb = nn.Embed(
             self.context_length, embedding_init=self._init(POSITION_AXES), **embed

@@ -209,7 +209,7 @@ def params_to_nnx(params: Mapping[str, Any], model: InputEmbedding) -> InputEmbe
         )
     values = {}
     for key, param in expected.items():
-        value = given[key]
+        value: Any = given[key]
         shape, dtype = tuple(np.shape(value)), np.dtype(value.dtype)
         want_shape, want_dtype = tuple(param.shape), np.dtype(param.dtype)
         if shape != want_shape:
