@@ -13,6 +13,7 @@ import numpy as np
 from jax.core import Tracer
 
 __all__ = [
+    "check_ids_1d",
     "check_positive_int",
     "first_out_of_range",
     "check_index_dtype",
@@ -30,13 +31,37 @@ def is_concrete(x) -> bool:
     return not isinstance(x, Tracer) and getattr(x, "is_fully_addressable", True)
 
 
-def check_positive_int(name: str, value: int, *, minimum: int = 1) -> int:
-    """``value`` as an int; TypeError unless it is one, ValueError if below ``minimum``."""
+def check_positive_int(
+    name: str, value: int, *, minimum: int = 1, maximum: int | None = None
+) -> int:
+    """``value`` as an int: the one integer check of flax-embed.
+
+    TypeError unless ``value`` is an int or NumPy integer (not a bool); ValueError
+    outside ``[minimum, maximum]``.
+
+    >>> check_positive_int("batch_size", 0)
+    Traceback (most recent call last):
+    ValueError: batch_size must be at least 1, got 0
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return int(value)
+
+
+def check_ids_1d(name: str, ids_N: np.ndarray) -> None:
+    """Raises unless ``ids_N`` is a rank-1 array of integers (an empty one of any dtype is).
+
+    Raises:
+      ValueError: another rank. TypeError: a non-integer dtype.
+    """
+    if ids_N.ndim != 1:
+        raise ValueError(f"{name} must have rank 1, got shape {ids_N.shape}")
+    if ids_N.size and not np.issubdtype(ids_N.dtype, np.integer):
+        raise TypeError(f"{name} must be integers, got dtype {ids_N.dtype}")
 
 
 def check_index_dtype(name: str, x) -> None:

@@ -97,10 +97,7 @@ class Batcher:
 
     def __post_init__(self):
         check_positive_int("batch_size", self.batch_size)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be non-negative, got {self.seed}")
+        check_positive_int("seed", self.seed, minimum=0)
         self._check_shards()
 
     def _check_shards(self) -> None:
@@ -113,15 +110,13 @@ class Batcher:
                 object.__setattr__(self, "shard_index", jax.process_index())
         count = check_positive_int("shard_count", self.shard_count)  # type: ignore[arg-type]
         object.__setattr__(self, "shard_count", count)
-        index = self.shard_index
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"shard_index must be an int, got {type(index).__name__}")
-        if not 0 <= index < count:
+        index = check_positive_int("shard_index", self.shard_index, minimum=0)  # type: ignore[arg-type]
+        if index >= count:
             raise ValueError(
                 f"shard_index={index} is out of range for shard_count={count}: "
                 f"expected 0 <= shard_index < {count}"
             )
-        object.__setattr__(self, "shard_index", int(index))
+        object.__setattr__(self, "shard_index", index)
         n, b = len(self.dataset), self.batch_size
         if count > n:
             raise ValueError(

@@ -28,6 +28,7 @@ _STATE_KEYS = ("seed", "epoch", "position", "fingerprint")
 
 def _state_int(state: Mapping[str, Any], key: str) -> int:
     value = state[key]
+    # A JSON state holds Python ints; its ranges are checked against the batcher later.
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"iterator state {key!r} must be an int, got {value!r}")
     return value

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from flax_embed._validation import check_positive_int
+from flax_embed._validation import check_ids_1d, check_positive_int
 from flax_embed.data.token_files import open_token_file
 
 __all__ = ["Batch", "SlidingWindowDataset", "TokenFileDataset", "WindowSource"]
@@ -66,10 +66,7 @@ class SlidingWindowDataset:
         self.max_length = check_positive_int("max_length", max_length)
         self.stride = check_positive_int("stride", stride)
         tokens_N = token_ids if isinstance(token_ids, np.ndarray) else np.asarray(token_ids)
-        if tokens_N.ndim != 1:
-            raise ValueError(f"token_ids must have rank 1, got shape {tokens_N.shape}")
-        if tokens_N.size and not np.issubdtype(tokens_N.dtype, np.integer):
-            raise TypeError(f"token_ids must be integers, got dtype {tokens_N.dtype}")
+        check_ids_1d("token_ids", tokens_N)
         if tokens_N.size == 0:
             tokens_N = tokens_N.astype(np.int32)
         if tokens_N.dtype.itemsize > 4 or tokens_N.dtype == np.uint32:

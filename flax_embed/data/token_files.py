@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from flax_embed._io import new_file_mode
-from flax_embed._validation import first_out_of_range
+from flax_embed._validation import check_ids_1d, check_positive_int, first_out_of_range
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
 
 __all__ = [
@@ -57,10 +57,7 @@ class TokenFileError(ValueError):
 
 def token_dtype(vocab_size: int) -> np.dtype:
     """The id dtype of a token file: little-endian uint16 when the vocabulary fits, else uint32."""
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
-        raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
-    if not 1 <= vocab_size <= 2**32:
-        raise ValueError(f"vocab_size must be in [1, 2**32], got {vocab_size}")
+    vocab_size = check_positive_int("vocab_size", vocab_size, maximum=2**32)
     return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
 
 
@@ -128,10 +125,7 @@ class TokenFileWriter:
         ids_N = np.asarray(ids_N)
         if ids_N.size == 0:
             return
-        if ids_N.ndim != 1:
-            raise ValueError(f"token ids must have rank 1, got shape {ids_N.shape}")
-        if not np.issubdtype(ids_N.dtype, np.integer):
-            raise TypeError(f"token ids must be integers, got dtype {ids_N.dtype}")
+        check_ids_1d("token ids", ids_N)
         found = first_out_of_range(ids_N, self.vocab_size)
         if found is not None:
             i, bad = found

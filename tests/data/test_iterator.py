@@ -280,7 +280,7 @@ def test_create_dataloader_takes_shards():
         ({"shard_count": 0}, ValueError, "shard_count must be at least 1, got 0"),
         ({"shard_count": -2}, ValueError, "shard_count must be at least 1, got -2"),
         ({"shard_index": 2, "shard_count": 2}, ValueError, "shard_index=2 is out of range"),
-        ({"shard_index": -1, "shard_count": 2}, ValueError, "shard_index=-1 is out of range"),
+        ({"shard_index": -1, "shard_count": 2}, ValueError, "shard_index must be at least 0"),
         ({"shard_index": 0.5, "shard_count": 2}, TypeError, "shard_index must be an int"),
         ({"shard_count": 3}, ValueError, "batch_size=8 must be a multiple of shard_count=3"),
     ],
