@@ -16,9 +16,10 @@ offline: ``FLAX_EMBED_BPE_DIR`` (a folder with ``encoder.json`` and ``vocab.bpe`
    (``common.interleaved``): the jitted ``InputEmbedding`` against the book's
    torch module eager and under ``torch.compile``, and against a device-to-device
    copy of the output (``jax.jit(jnp.copy)`` and ``torch.clone``, the faster of the
-   two: the bandwidth limit), at each shape in float32 and bfloat16, every call
-   waited for (``block_until_ready`` / ``torch.cuda.synchronize``); the first
-   call (trace + compile) of both is timed apart;
+   two: the bandwidth limit), at each shape in float32 and bfloat16; a timed unit
+   launches a burst of calls and waits for them (``block_until_ready`` /
+   ``torch.cuda.synchronize``), so the time per call is the device's, not a host
+   round trip's; the first call (trace + compile) of both is timed apart;
 3. the loader → device pipeline in batches/s with and without
    ``prefetch_to_device`` (``pipeline.pipeline_row``).
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import hashlib
 import importlib.util
 import json
 import math
@@ -64,6 +66,11 @@ VOCAB = 50257
 TARGET_SHAPES = ((32, 1024, 768), (16, 4096, 4096))
 """The shapes whose forward rows carry the bandwidth and torch-eager targets."""
 BANDWIDTH_TARGET, EAGER_TARGET = 0.80, 2.0
+TIKTOKEN_GPT2_URLS = tuple(
+    f"https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/{name}"
+    for name in ("vocab.bpe", "encoder.json")
+)
+"""Where tiktoken fetches GPT-2's files from: its cache names them by these URLs' sha1."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +85,7 @@ class Plan:
     pipeline: dict
 
     def calls(self, shape: tuple[int, int, int]) -> int:
-        """Calls per timed round: enough that a round of a small shape is not all overhead."""
+        """Calls per timed burst: enough that a burst of a small shape is not all overhead."""
         if self.mode == "dry-run":
             return 2
         return 50 if shape[0] * shape[1] * shape[2] < 1 << 20 else 10
@@ -122,6 +129,20 @@ def preflight(plan: Plan) -> None:
             f"set {BPE_DIR_ENV} to a folder holding GPT-2's encoder.json and vocab.bpe, or "
             "TIKTOKEN_CACHE_DIR to a tiktoken cache holding them (the check runs offline)"
         )
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if not os.environ.get(BPE_DIR_ENV) and cache:
+        # tiktoken names its cache files by the sha1 of their URL and downloads the ones
+        # missing, with no timeout: on a machine without network, fail here instead.
+        missing = [
+            url.rsplit("/", 1)[1]
+            for url in TIKTOKEN_GPT2_URLS
+            if not (Path(cache) / hashlib.sha1(url.encode()).hexdigest()).is_file()
+        ]
+        if missing:
+            raise CheckError(
+                f"TIKTOKEN_CACHE_DIR={cache} lacks GPT-2's {' and '.join(missing)} (tiktoken "
+                f"would download them; the check runs offline): fill it, or set {BPE_DIR_ENV}"
+            )
     try:
         gpt2_tokenizer()
     except TokenizerUnavailableError as e:
@@ -240,8 +261,8 @@ def measure_forward(
     import numpy as np
     import torch
 
-    from flax_embed.conversion import params_from_torch, to_numpy
-    from flax_embed.embedding import InputEmbedding
+    from flax_embed.convert import params_from_torch, to_numpy
+    from flax_embed.layers.linen import InputEmbedding
     from parity.common import ulp_distance
     from parity.torch_reference import TorchInputEmbedding
 
@@ -270,24 +291,31 @@ def measure_forward(
     compiled, compile_first, skipped = _compiled(module, ids_torch, sync)
     copy = jax.jit(jnp.copy)
 
-    def run_torch(fn=module):
-        with torch.no_grad():
-            fn(ids_torch)
-        sync()
+    n = plan.calls(shape)
 
-    def clone():
-        out_torch.clone()
+    # Each timed unit launches n calls back to back and waits once for the last: the
+    # device's throughput, not n host round trips (one stream runs them in order).
+    def jax_burst(fn, *args):
+        for _ in range(n):
+            result = fn(*args)
+        result.block_until_ready()
+
+    def torch_burst(fn, *args):
+        with torch.no_grad():
+            for _ in range(n):
+                fn(*args)
         sync()
 
     variants = {
-        "jit": lambda: apply(params, ids).block_until_ready(),
-        "torch eager": run_torch,
-        "jax copy": lambda: copy(out).block_until_ready(),
-        "torch clone": clone,
+        "jit": lambda: jax_burst(apply, params, ids),
+        "torch eager": lambda: torch_burst(module, ids_torch),
+        "jax copy": lambda: jax_burst(copy, out),
+        "torch clone": lambda: torch_burst(torch.clone, out_torch),
     }
     if compiled is not None:
-        variants["torch.compile"] = lambda: run_torch(compiled)
-    seconds = interleaved(variants, rounds=plan.rounds, number=plan.calls(shape), warmup=2)
+        variants["torch.compile"] = lambda: torch_burst(compiled, ids_torch)
+    per_burst = interleaved(variants, rounds=plan.rounds, warmup=2)
+    seconds = {name: t / n for name, t in per_burst.items()}
     return {
         "shape": list(shape),
         "dtype": dtype,
@@ -297,6 +325,7 @@ def measure_forward(
         "first_call_seconds": {"jit": jax_first, "torch.compile": compile_first},
         "torch_compile": skipped or "ok",
         "itemsize": jnp.dtype(dtype).itemsize,
+        "calls_per_burst": n,
     }
 
 
@@ -380,7 +409,7 @@ def summary_rows(measured: list[dict], plan: Plan) -> list[Row]:
             )
         )
     if measured:
-        first = next((m for m in measured if tuple(m["shape"]) in TARGET_SHAPES), measured[-1])
+        first = next((m for m in measured if m["judged"]), measured[-1])
         f = first["first_call_seconds"]
         compiled = first["torch_compile"] == "ok"
         rows.append(
@@ -425,7 +454,7 @@ def forward_section(plan: Plan, results: dict, progress: Callable[[str], None]) 
                 gc.collect()
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
-            measured.append(m)
+            measured.append({**m, "judged": judged})
             rows += forward_rows(m, judged, plan)
     return rows + summary_rows(measured, plan)
 
@@ -481,7 +510,7 @@ def render(results: dict) -> str:
 
 def write_outputs(outdir: Path, results: dict) -> None:
     """Writes ``device_check.md`` and ``device_check.json`` (atomically: whole or not at all)."""
-    from flax_embed.atomic import atomic_open
+    from flax_embed._io import atomic_open
 
     with atomic_open(outdir / "device_check.json", "w") as f:
         json.dump(results, f, indent=2, allow_nan=False, default=_json_default)

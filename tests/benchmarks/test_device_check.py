@@ -123,6 +123,15 @@ def test_missing_bpe_files_fail_early_in_one_line(tmp_path):
     assert not (tmp_path / "out" / "device_check.json").exists()
 
 
+def test_an_incomplete_tiktoken_cache_fails_early_in_one_line(tmp_path):
+    env = {"FLAX_EMBED_BPE_DIR": "", "TIKTOKEN_CACHE_DIR": str(tmp_path)}
+    proc = run(str(tmp_path / "out"), "--dry-run", env=env)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("device_check: error: TIKTOKEN_CACHE_DIR=")
+    assert "vocab.bpe and encoder.json" in line
+
+
 def test_no_gpu_fails_early_in_one_line(tmp_path):
     jax = pytest.importorskip("jax")
     try:
