@@ -562,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         "numerics": numerics(),
         "rows": [],
         "seconds": 0.0,
+        "stage_seconds": {},
         "finished": False,
     }
     stages = (
@@ -571,12 +572,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, stage in stages:
         progress(name)
+        stage_start = time.perf_counter()
         try:
             rows = stage()
         except Exception as e:  # the next stages still run, and the files say what failed
             rows = [Row(name, f"{name} stage", "failed", "", None,
                         note=f"{type(e).__name__}: {str(e)[:160]}")]  # fmt: skip
         results["rows"] += [dataclasses.asdict(r) for r in rows]
+        results["stage_seconds"][name] = round(time.perf_counter() - stage_start, 2)
         results["seconds"] = time.perf_counter() - start
         write_outputs(args.outdir, _finite(results))
     results["finished"] = True

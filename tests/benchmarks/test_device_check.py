@@ -53,6 +53,7 @@ def rows(results: dict, section: str, what: str) -> list[dict]:
 
 def test_the_json_describes_the_run(results):
     assert results["mode"] == "dry-run" and results["finished"]
+    assert set(results["stage_seconds"]) == {"parity", "forward", "pipeline"}
     for word in ("UTC", "cpu", "jax ", "torch "):
         assert word in results["header"]
     assert set(results["numerics"]) == {
