@@ -113,6 +113,29 @@ def fmt_bytes(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    """``rows`` as a numbered Markdown table, then the numbered notes it refers to."""
+    lines = [
+        "| # | section | what | flax-embed | reference | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for i, row in enumerate(rows, 1):
+        ratio = "" if row.ratio is None else f"{row.ratio:,.2f}{row.ratio_label}"
+        met = {True: "yes", False: "**no**", None: ""}[row.met]
+        cells = [str(i), row.section, row.what, row.ours, row.reference, ratio, row.target, met]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        if row.note:
+            notes.append(f"{i}. {row.note}")
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)
+
+
 # --- memory --------------------------------------------------------------------------------
 
 

@@ -20,7 +20,13 @@ from common import Row, corpus_text, emit, fmt_time, interleaved, section_main
 SECTION = "pipeline"
 
 
-def bench(quick: bool) -> None:
+def pipeline_row(
+    size: int, features: int, rounds: int, *, batch: int = 8, max_length: int = 256
+) -> Row:
+    """Batches/s of one epoch over ``size`` characters of text, with and without prefetch.
+
+    JAX runs on its default device (``jax.default_device`` chooses another).
+    """
     import jax
     import jax.numpy as jnp
 
@@ -34,8 +40,6 @@ def bench(quick: bool) -> None:
     except ImportError:
         prefetch_to_device = None
 
-    size, features = (100_000, 64) if quick else (2_000_000, 768)
-    batch, max_length = 8, 256
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "corpus.txt"
         path.write_text(corpus_text(size), encoding="utf-8")
@@ -65,25 +69,26 @@ def bench(quick: bool) -> None:
     variants = {"plain": lambda: epoch(iter(batcher))}
     if prefetch_to_device is not None:
         variants["prefetch"] = epoch_prefetched
-    rounds = 3 if quick else 5
     t = interleaved(variants, rounds=rounds)
     n = len(batcher)
     note = (f"{n} batches of ({batch}, {max_length}) per epoch, D={features}; reading + "
             f"tokenizing the {size / 1e6:g} MB file: {fmt_time(tokenize_seconds)}")  # fmt: skip
-    if "prefetch" in t:
-        emit(
-            Row(
-                SECTION,
-                "text file → batches → device → jit embed, with prefetch (size 2)",
-                f"{n / t['prefetch']:,.0f} batches/s",
-                f"{n / t['plain']:,.0f} batches/s without",
-                t["plain"] / t["prefetch"],
-                note=note,
-            )
-        )
-    else:
-        emit(Row(SECTION, "with prefetch", "not available", f"{n / t['plain']:,.0f} batches/s "
-                 "without", None, note="prefetch is not in this checkout"))  # fmt: skip
+    if "prefetch" not in t:
+        return Row(SECTION, "with prefetch", "not available", f"{n / t['plain']:,.0f} batches/s "
+                   "without", None, note="prefetch is not in this checkout")  # fmt: skip
+    return Row(
+        SECTION,
+        "text file → batches → device → jit embed, with prefetch (size 2)",
+        f"{n / t['prefetch']:,.0f} batches/s",
+        f"{n / t['plain']:,.0f} batches/s without",
+        t["plain"] / t["prefetch"],
+        note=note,
+    )
+
+
+def bench(quick: bool) -> None:
+    size, features = (100_000, 64) if quick else (2_000_000, 768)
+    emit(pipeline_row(size, features, rounds=3 if quick else 5))
 
 
 if __name__ == "__main__":

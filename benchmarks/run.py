@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, Row, machine, run_section
+from common import REPO, Row, machine, markdown_table, run_section
 
 SIDE_BY_SIDE_ENV = {"OMP_WAIT_POLICY": "passive"}
 """torch's OpenMP threads sleep when idle instead of spinning: spinning, they hold the cores
@@ -69,10 +69,6 @@ def token_file_row(stdout: str) -> Row:
     )
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render(rows: list[Row], info: dict[str, str], seconds: float, quick: bool) -> str:
     """The Markdown report: the machine, the table, then the notes it refers to."""
     lines = [
@@ -80,18 +76,10 @@ def render(rows: list[Row], info: dict[str, str], seconds: float, quick: bool) -
         "",
         "; ".join(f"{k}: {v}" for k, v in info.items()),
         "",
-        "| # | section | what | flax-embed | reference | ratio | target | met |",
-        "|---|---|---|---|---|---|---|---|",
+        markdown_table(rows),
+        "",
+        f"Total time: {seconds:.0f} s.",
     ]
-    notes = []
-    for i, row in enumerate(rows, 1):
-        ratio = "" if row.ratio is None else f"{row.ratio:,.2f}{row.ratio_label}"
-        met = {True: "yes", False: "**no**", None: ""}[row.met]
-        cells = [str(i), row.section, row.what, row.ours, row.reference, ratio, row.target, met]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-        if row.note:
-            notes.append(f"{i}. {row.note}")
-    lines += ["", *notes, "", f"Total time: {seconds:.0f} s."]
     return "\n".join(lines)
 
 
