@@ -197,8 +197,14 @@ def params_from_torch(
 
     Example::
 
-      >>> sd = torch_model.state_dict()          # e.g. HF GPT2Model: wte/wpe
-      >>> params = params_from_torch(sd, model=InputEmbedding(features=768))
+      >>> import numpy as np
+      >>> from flax_embed.layers import InputEmbedding
+      >>> sd = {"wte.weight": np.ones((100, 16), np.float32),   # or torch_model.state_dict(),
+      ...       "wpe.weight": np.ones((8, 16), np.float32)}     # e.g. HF GPT2Model's
+      >>> model = InputEmbedding(vocab_size=100, context_length=8, features=16)
+      >>> params = params_from_torch(sd, model=model)
+      >>> params["params"]["tok_emb"]["embedding"].shape
+      (100, 16)
 
     Args:
       state_dict: name → torch tensor or NumPy array; ``(V, D)`` and ``(C, D)`` tables.
