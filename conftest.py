@@ -91,14 +91,17 @@ def pytest_report_header(config) -> str:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if report.failed and tokenizer_missing() is not None:
-        if _caused_by_missing_tokenizer(call.excinfo, report.longreprtext):
-            report.outcome = "skipped"
-            report.longrepr = (
-                __file__,
-                SKIP_LINE,
-                f"Skipped: needs GPT-2's BPE files: {tokenizer_missing()}",
-            )
+    if (
+        report.failed
+        and tokenizer_missing() is not None
+        and _caused_by_missing_tokenizer(call.excinfo, report.longreprtext)
+    ):
+        report.outcome = "skipped"
+        report.longrepr = (
+            __file__,
+            SKIP_LINE,
+            f"Skipped: needs GPT-2's BPE files: {tokenizer_missing()}",
+        )
     return report
 
 

@@ -162,7 +162,9 @@ def run_in_subprocesses(block: Block, workdir: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    failed = [(i, out) for i, (p, out) in enumerate(zip(procs, outputs)) if p.returncode != 0]
+    failed = [
+        (i, out) for i, (p, out) in enumerate(zip(procs, outputs, strict=True)) if p.returncode != 0
+    ]
     assert not failed, f"{block.name} failed in process {failed[0][0]}:\n{failed[0][1][-4000:]}"
 
 
