@@ -1,14 +1,10 @@
 """Weights between PyTorch state dicts (or safetensors files) and ``InputEmbedding`` params.
 
-Three layouts of the two tables are known:
+Three layouts of the two tables, token table ``(V, D)`` then position table ``(C, D)``:
 
-========== ================================ ================================
-layout     token table ``(V, D)``           position table ``(C, D)``
-========== ================================ ================================
-``book``   ``tok_emb.weight``               ``pos_emb.weight``
-``hf``     ``wte.weight``                   ``wpe.weight``
-``nanogpt`` ``transformer.wte.weight``      ``transformer.wpe.weight``
-========== ================================ ================================
+* ``book``: ``tok_emb.weight``, ``pos_emb.weight``;
+* ``hf``: ``wte.weight``, ``wpe.weight``;
+* ``nanogpt``: ``transformer.wte.weight``, ``transformer.wpe.weight``.
 
 ``book`` is the book's ``GPTModel`` (and ``parity.torch_reference``), ``hf`` Hugging
 Face's ``GPT2Model``, ``nanogpt`` nanoGPT's ``GPT``. A Hugging Face
