@@ -94,7 +94,9 @@ def pytest_runtest_makereport(item, call):
     if (
         report.failed
         and tokenizer_missing() is not None
-        and _caused_by_missing_tokenizer(call.excinfo, report.longreprtext)
+        and _caused_by_missing_tokenizer(
+            call.excinfo, report.longreprtext + "".join(text for _, text in report.sections)
+        )
     ):
         report.outcome = "skipped"
         report.longrepr = (

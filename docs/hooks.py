@@ -78,7 +78,7 @@ def parity_report(path: Path) -> str:
     ]
     for r in report["results"]:
         if r["pinned"] is not None:
-            diff, identical, tolerance = "–", "–", "pinned"
+            diff, identical, tolerance = "-", "-", "pinned"
         else:
             diff = _number(r["max_abs_diff"])
             identical = "yes" if r["bit_identical"] else "no"
@@ -87,7 +87,7 @@ def parity_report(path: Path) -> str:
             r["check"].replace("|", "\\|"),
             f"{r['backend']} ({r['device_kind']})",
             r["dtype"],
-            "×".join(map(str, r["shape"])) or "()",
+            "x".join(map(str, r["shape"])) or "()",
             diff,
             identical,
             tolerance,
