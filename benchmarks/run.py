@@ -103,7 +103,7 @@ def render_page(table: str, info: dict[str, str], argv: list[str]) -> str:
         "interleaved), so compare ratios, not absolute times, and expect single rows to move",
         "between runs.",
         "",
-        *table.splitlines()[2:],  # the table and notes; the machine line is above
+        *table.splitlines()[4:],  # the table, its notes and the total; the machine is above
         "",
     ]
     return "\n".join(lines)
