@@ -1,14 +1,10 @@
 """Weights between PyTorch state dicts (or safetensors files) and ``InputEmbedding`` params.
 
-Three layouts of the two tables are known:
+Three layouts of the two tables, token table ``(V, D)`` then position table ``(C, D)``:
 
-========== ================================ ================================
-layout     token table ``(V, D)``           position table ``(C, D)``
-========== ================================ ================================
-``book``   ``tok_emb.weight``               ``pos_emb.weight``
-``hf``     ``wte.weight``                   ``wpe.weight``
-``nanogpt`` ``transformer.wte.weight``      ``transformer.wpe.weight``
-========== ================================ ================================
+* ``book``: ``tok_emb.weight``, ``pos_emb.weight``;
+* ``hf``: ``wte.weight``, ``wpe.weight``;
+* ``nanogpt``: ``transformer.wte.weight``, ``transformer.wpe.weight``.
 
 ``book`` is the book's ``GPTModel`` (and ``parity.torch_reference``), ``hf`` Hugging
 Face's ``GPT2Model``, ``nanogpt`` nanoGPT's ``GPT``. A Hugging Face
@@ -197,8 +193,14 @@ def params_from_torch(
 
     Example::
 
-      >>> sd = torch_model.state_dict()          # e.g. HF GPT2Model: wte/wpe
-      >>> params = params_from_torch(sd, model=InputEmbedding(features=768))
+      >>> import numpy as np
+      >>> from flax_embed.layers import InputEmbedding
+      >>> sd = {"wte.weight": np.ones((100, 16), np.float32),   # or torch_model.state_dict(),
+      ...       "wpe.weight": np.ones((8, 16), np.float32)}     # e.g. HF GPT2Model's
+      >>> model = InputEmbedding(vocab_size=100, context_length=8, features=16)
+      >>> params = params_from_torch(sd, model=model)
+      >>> params["params"]["tok_emb"]["embedding"].shape
+      (100, 16)
 
     Args:
       state_dict: name → torch tensor or NumPy array; ``(V, D)`` and ``(C, D)`` tables.

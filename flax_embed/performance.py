@@ -1,6 +1,6 @@
 """Two calling patterns that make the jitted embedding fast on a CPU host.
 
-Measured in ``benchmarks/`` (README, "Benchmarks"); neither changes a single output bit.
+Measured in ``benchmarks/`` (docs/performance.md); neither changes a single output bit.
 
 * ``use_inline_cpu_dispatch()``: XLA:CPU hands every computation whose estimated
   cost is 1,000 flops or more to a worker thread and lets the caller wait for it.
@@ -64,9 +64,16 @@ def jit_into(fun: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
     values are ignored and it is deleted (donated), its memory becoming the
     result's. Pass the previous result back as ``out`` in a loop::
 
+      >>> import jax, jax.numpy as jnp
+      >>> from flax_embed.layers import InputEmbedding
+      >>> model = InputEmbedding(context_length=16, features=64)
+      >>> ids_BxT = jnp.zeros((8, 16), jnp.int32)
+      >>> params = model.init(jax.random.key(0), ids_BxT)
       >>> apply_into = jit_into(model.apply)
-      >>> x_BxTxD = apply_into(jnp.empty((8, 1024, 768)), params, ids_BxT)
-      >>> x_BxTxD = apply_into(x_BxTxD, params, next_ids_BxT)   # same memory
+      >>> x_BxTxD = apply_into(jnp.empty((8, 16, 64)), params, ids_BxT)
+      >>> x_BxTxD = apply_into(x_BxTxD, params, ids_BxT + 1)   # the same memory
+      >>> x_BxTxD.shape
+      (8, 16, 64)
 
     With an ``out`` of the wrong shape or dtype JAX warns that the donated buffer
     was not usable and allocates as ``jax.jit`` would.

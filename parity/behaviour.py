@@ -6,13 +6,8 @@ observed with the installed versions (verified for torch 2.13, flax 0.12, jax
 new torch or Flax that changes behaviour, turns the row red. Ids are a real batch
 of GPT-2 ids with one entry replaced.
 
-============  ====================  =========================  ==================
-ids           torch ``Embedding``   Flax ``nn.Embed``          ``InputEmbedding``
-============  ====================  =========================  ==================
-id = V        IndexError            NaN row (jit too)          ValueError (jit: NaN)
-id = -1       IndexError            row V-1: wraps (jit too)   ValueError (jit: NaN)
-uint16        RuntimeError (dtype)  accepted                   accepted, = int32
-============  ====================  =========================  ==================
+The pinned outcomes are ``parity.pinned.PINNED``, a table with no heavy imports,
+which the documentation renders as it is (``docs/hooks.py``).
 """
 
 from __future__ import annotations
@@ -27,35 +22,12 @@ import torch
 
 from flax_embed.layers.linen import InputEmbedding
 from parity.common import device_kind, on_backend, text_batch, torch_device
+from parity.pinned import PINNED
 from parity.result import CheckResult
 
 __all__ = ["PINNED", "behaviour_checks", "observe"]
 
 VOCAB, FEATURES, SEQ_LEN = 50257, 8, 4
-
-PINNED: dict[str, dict[str, str]] = {
-    "id = vocab_size": {
-        "torch": "IndexError",
-        "nn.Embed": "NaN row",
-        "nn.Embed jit": "NaN row",
-        "ours": "ValueError",
-        "ours jit": "NaN row",  # unchecked under jit (see InputEmbedding: checkify)
-    },
-    "id = -1": {
-        "torch": "IndexError",
-        "nn.Embed": "row V-1",
-        "nn.Embed jit": "row V-1",
-        "ours": "ValueError",
-        "ours jit": "NaN row",  # negative ids are sent out of range, never wrapped
-    },
-    "uint16 ids": {
-        "torch": "RuntimeError",
-        "nn.Embed": "rows",
-        "ours": "rows",
-        "ours jit": "rows",
-    },
-}
-"""Kind of ids → framework → the observed outcome (see ``observe``)."""
 
 
 def observe(embed: Callable[[], np.ndarray], table_VxD: np.ndarray, ids: np.ndarray) -> str:

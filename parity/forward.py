@@ -85,7 +85,7 @@ def bf16_tolerance(out: np.ndarray) -> float:
     bfloat16 directly or upcast to float32, add and round. The float32
     sum of two bfloat16 values is exact unless their exponents differ by more than
     15, and only then can the double rounding land one bfloat16 ULP away. Measured
-    (see README): 0 ULP on CPU for every case, so 1 ULP is the analytic bound, not
+    (see docs/parity.md): 0 ULP on CPU for every case, so 1 ULP is the analytic bound, not
     slack.
     """
     largest = float(np.max(np.abs(out.astype(np.float32)))) if out.size else 0.0

@@ -1,8 +1,7 @@
-"""Shared fixtures: the offline tokenizer cache and the sample texts."""
+"""Shared fixtures: the sample texts. (The tokenizer probe is in the repository's conftest.py.)"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 VERDICT = SHARED / "data" / "the-verdict.txt"
 
-# CI sets TIKTOKEN_CACHE_DIR; a developer's checkout beside shared/ works without it.
-if (SHARED / "tiktoken_cache").is_dir():
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
-
 
 @pytest.fixture(scope="session")
 def verdict_text() -> str:
     """The book's sample text, "The Verdict"; skips when shared/ is absent."""
     if not VERDICT.is_file():
-        pytest.skip(f"{VERDICT} not present")
+        pytest.skip(
+            f"needs {VERDICT} (the book's the-verdict.txt), which is outside the repository"
+        )
     return VERDICT.read_text(encoding="utf-8")
 
 

@@ -110,7 +110,7 @@ def test_writes_the_figure(executed):
 
 
 def test_stored_notebook_has_no_outputs():
-    """README promises the committed notebook is stored with its outputs cleared."""
+    """The docs promise the committed notebook is stored with its outputs cleared."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     stored = [(cell.execution_count, cell.outputs) for cell in _code_cells(nb)]

@@ -43,11 +43,15 @@ class BatchIterator:
 
     Example::
 
+      >>> import numpy as np
+      >>> from flax_embed.data import Batcher, SlidingWindowDataset
+      >>> batcher = Batcher(SlidingWindowDataset(np.arange(100), max_length=4, stride=4), 8)
       >>> it = batcher.iterate()                # epochs 0, 1, 2, ... forever
       >>> x_BxT, y_BxT = next(it)
       >>> state = it.get_state()                # json.dumps(state) to checkpoint it
       >>> it2 = batcher.iterate(); it2.set_state(state)
-      >>> # next(it2) is the batch next(it) would have been
+      >>> bool((next(it2)[0] == next(it)[0]).all())   # the batch next(it) would have been
+      True
 
     Args:
       batcher: the ``Batcher`` whose batches it yields.

@@ -35,7 +35,7 @@ whichever Unicode version the engine has, while the four ASCII characters are).
 
 tiktoken's fix-up of surrogate pairs (Python strings that are not valid UTF-8)
 acts on pairs of surrogates, which are never ``s[p-1]`` or ``s[p]``, so it too is
-the same per chunk. ``tests/test_parallel_tokenize.py`` checks all of this with
+the same per chunk. ``tests/data/test_parallel_tokenize.py`` checks all of this with
 property tests, and that the boundaries right *after* a whitespace run are not safe.
 """
 

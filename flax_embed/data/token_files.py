@@ -203,7 +203,7 @@ def write_token_file(
 
     Args:
       path: ``*.npy``, or ``*.bin`` plus a ``*.bin.json`` sidecar.
-      ids_N: integer ids in ``[0, vocab_size)``.
+      ids_N (np.ndarray): integer ids in ``[0, vocab_size)``, shape ``(N,)``.
       vocab_size: the vocabulary; uint16 ids when it is at most 65,536, else uint32.
 
     Returns:

@@ -141,9 +141,14 @@ def prefetch_to_device(
 
     Example::
 
+      >>> import numpy as np
+      >>> from flax_embed.data import Batcher, SlidingWindowDataset
+      >>> batcher = Batcher(SlidingWindowDataset(np.arange(1000), max_length=16, stride=16), 4)
       >>> with prefetch_to_device(batcher.iterate(), size=2) as batches:
       ...     for step, (inputs_BxT, targets_BxT) in zip(range(100), batches):
-      ...         state = train_step(state, inputs_BxT, targets_BxT)
-      ...     checkpoint = batches.get_state()
+      ...         total = inputs_BxT.sum()      # the train step, on jax.Arrays
+      ...     checkpoint = batches.get_state()  # after the 100th batch, not the prefetched ones
+      >>> checkpoint["epoch"], checkpoint["position"]   # 15 batches per epoch
+      (6, 10)
     """
     return DevicePrefetcher(iterator, size=size, sharding=sharding)

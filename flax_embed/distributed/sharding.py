@@ -8,10 +8,15 @@ embedding tables already laid out on the mesh by their logical axis names
 
 Example (any number of processes, after ``jax.distributed.initialize()``)::
 
+  >>> import numpy as np
+  >>> from flax_embed.data import Batcher, SlidingWindowDataset
+  >>> ds = SlidingWindowDataset(np.arange(10_000), max_length=32, stride=32)
   >>> mesh = data_mesh()                                 # 1-D ("data",) over all devices
   >>> shard_index, shard_count = process_shard(mesh)     # this process's rows
   >>> batcher = Batcher(ds, batch_size=64, shard_index=shard_index, shard_count=shard_count)
-  >>> inputs_BxT, targets_BxT = global_batch(next(iter(batcher)), mesh)   # (64, T) each
+  >>> inputs_BxT, targets_BxT = global_batch(next(iter(batcher)), mesh)
+  >>> inputs_BxT.shape                                   # global, on every process
+  (64, 32)
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class InputEmbedding(nn.Module):
     ValueError naming the first bad entry. Inside ``jit`` only shapes are known
     (``T > context_length`` still raises at trace time); wrap the jitted function in
     ``jax.experimental.checkify.checkify(..., errors=checkify.index_checks)`` to
-    have out-of-range ids reported there too (see README).
+    have out-of-range ids reported there too (see docs/modules.md).
 
     Attributes:
       vocab_size: number of token ids, ``V``.

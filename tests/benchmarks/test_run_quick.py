@@ -15,14 +15,22 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.tokenizer  # a subprocess that tokenizes: skip up front
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def report() -> str:
+def docs_page(tmp_path_factory) -> Path:
+    """Where ``--write-docs`` writes the page (the report fixture runs it)."""
+    return tmp_path_factory.mktemp("docs") / "benchmarks.md"
+
+
+@pytest.fixture(scope="module")
+def report(docs_page) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick"],
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--write-docs", docs_page],
         capture_output=True,
         text=True,
         env=env,
@@ -73,3 +81,11 @@ def test_every_forward_output_equals_torch_bit_for_bit(report):
 
 def test_parallel_ids_are_identical(report):
     assert "ids identical: True" in report
+
+
+def test_writes_the_dated_docs_page(report, docs_page):
+    page = docs_page.read_text(encoding="utf-8")
+    assert page.startswith("# Benchmark results\n")
+    assert re.search(r"on \d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
+    assert "* load average at start:" in page and "* cpu:" in page
+    assert table_rows(page) == table_rows(report)

@@ -40,6 +40,7 @@ def test_embed_runs_the_seed_on_the_bundled_sample():
     assert "max |JAX - PyTorch| with the same weights: 0.0" in out
 
 
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
 def test_embed_json_on_a_file(verdict_text, tmp_path, capsys):
     path = tmp_path / "verdict.txt"
     path.write_text(verdict_text, encoding="utf-8")
@@ -51,6 +52,7 @@ def test_embed_json_on_a_file(verdict_text, tmp_path, capsys):
     assert report["torch_max_abs_diff"] == 0.0
 
 
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
 def test_embed_options_and_out_file(tmp_path, capsys):
     out = tmp_path / "emb.npy"
     argv = ["embed", "--batch-size", "2", "--max-length", "6", "--stride", "3"]
@@ -61,6 +63,7 @@ def test_embed_options_and_out_file(tmp_path, capsys):
     assert embeddings.shape == (2, 6, 16) and embeddings.dtype == np.float32
 
 
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
 def test_same_seed_same_embeddings(tmp_path, capsys):
     paths = [tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "c.npy"]
     for path, seed in zip(paths, ["1", "1", "2"], strict=True):

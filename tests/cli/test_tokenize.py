@@ -47,6 +47,7 @@ def test_documents_are_joined_by_endoftext(tmp_path, corpus, capsys, name):
     assert sidecar_path(tmp_path / name).exists() == name.endswith(".bin")
 
 
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
 def test_no_eot_concatenates(tmp_path, corpus, capsys):
     code, _, _ = run(capsys, *corpus, "-o", tmp_path / "t.npy", "--no-eot")
     assert code == 0
@@ -57,6 +58,7 @@ def test_no_eot_concatenates(tmp_path, corpus, capsys):
     assert len(apart) > len(encode(joined))
 
 
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
 @pytest.mark.parametrize("block_bytes", [1, 2, 5, 64])
 @pytest.mark.parametrize("workers", [1, 3])
 def test_small_blocks_split_characters_and_crlf(
@@ -69,6 +71,7 @@ def test_small_blocks_split_characters_and_crlf(
     np.testing.assert_array_equal(read_token_file(out), encode(ENDOFTEXT.join(texts(corpus))))
 
 
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
 def test_big_input_against_the_verdict(tmp_path, verdict_text, capsys, monkeypatch):
     monkeypatch.setattr(tokenize_command, "PROGRESS_MIN_BYTES", 1)  # show the bar
     src = tmp_path / "verdict.txt"
@@ -84,6 +87,7 @@ def test_no_progress_bar_on_small_inputs(tmp_path, corpus, capsys):
     assert run(capsys, *corpus, "-o", tmp_path / "t.npy")[2] == ""
 
 
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
 def test_empty_files(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
     code, out, _ = run(capsys, tmp_path / "empty.txt", "-o", tmp_path / "t.npy")
@@ -133,6 +137,7 @@ def test_decoding_errors_are_worded_as_read_text_words_them(tmp_path, capsys, mo
         assert code == 2 and err == f"flax-embed tokenize: error: {expected.value}\n"
 
 
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
 def test_a_failed_run_keeps_the_old_output(tmp_path, corpus, capsys):
     out = tmp_path / "t.npy"
     assert run(capsys, corpus[0], "-o", out)[0] == 0

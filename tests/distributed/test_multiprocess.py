@@ -21,6 +21,8 @@ from flax_embed.data import Batcher, SlidingWindowDataset
 from flax_embed.layers.linen import InputEmbedding
 from flax_embed.tokenizer import encode
 
+pytestmark = pytest.mark.tokenizer  # a subprocess that tokenizes: skip up front
+
 WORKER = Path(__file__).with_name("worker.py")
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 180

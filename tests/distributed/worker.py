@@ -1,4 +1,4 @@
-"""One process of the two-process ``jax.distributed`` test (``tests/test_distributed.py``).
+"""One process of the two-process ``jax.distributed`` test (``test_multiprocess.py``).
 
 Usage: ``python worker.py PORT PROCESS_ID TOKENS.npy OUT.json``
 

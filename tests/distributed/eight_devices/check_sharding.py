@@ -1,7 +1,7 @@
 """Mesh, global-array and sharded-embedding checks on 8 CPU devices.
 
 Not collected by a plain ``pytest`` run (the file name is not ``test_*``):
-``tests/test_sharding.py`` runs it in a fresh process with
+``tests/distributed/test_sharding.py`` runs it in a fresh process with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``, which must be set
 before JAX starts. By hand::
 

@@ -1,0 +1,123 @@
+"""Repository-wide pytest setup: the GPT-2 BPE files, probed once.
+
+Tests, docstring examples (``--doctest-modules`` over ``flax_embed``) and the
+documentation's examples (``tests/test_docs.py``) need GPT-2's BPE files for
+anything that tokenizes. They are probed once per session; when they cannot be
+loaded (offline, no ``TIKTOKEN_CACHE_DIR``), every test that fails for that reason
+is reported as *skipped*, all under one reason that says how to provide the files,
+instead of hundreds of failures. When the files load, nothing is changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent
+SHARED_TIKTOKEN_CACHE = REPO.parent / "shared" / "tiktoken_cache"
+PROBE_TIMEOUT_S = 30
+SKIP_LINE = 0  # the location every tokenizer skip is reported at, so they fold into one line
+
+# Run as a script by tests/distributed/test_multiprocess.py; importing it (as
+# --doctest-modules would) sets XLA_FLAGS for this process and its children.
+collect_ignore = ["tests/distributed/worker.py"]
+
+# CI sets TIKTOKEN_CACHE_DIR; a developer's checkout beside shared/ works without it.
+if SHARED_TIKTOKEN_CACHE.is_dir():
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_TIKTOKEN_CACHE))
+
+
+@functools.cache
+def tokenizer_missing() -> str | None:
+    """``None`` when GPT-2's BPE files load; else why not and how to provide them.
+
+    A download that neither finishes nor fails within ``PROBE_TIMEOUT_S`` (a network
+    that drops packets) counts as missing, and ``FLAX_EMBED_BPE_DIR`` is then pointed
+    at an empty folder so that later attempts fail at once instead of hanging.
+    """
+    from flax_embed.tokenizer import BPE_DIR_ENV, TokenizerUnavailableError, gpt2_tokenizer
+
+    outcome: list[str | None] = []
+
+    def load() -> None:
+        try:
+            gpt2_tokenizer()
+            outcome.append(None)
+        except TokenizerUnavailableError as e:
+            outcome.append(str(e))
+
+    probe = threading.Thread(target=load, daemon=True)
+    probe.start()
+    probe.join(PROBE_TIMEOUT_S)
+    if outcome:
+        return outcome[0]
+    os.environ[BPE_DIR_ENV] = tempfile.mkdtemp(prefix="no-gpt2-bpe-")
+    return (
+        f"tiktoken's download of GPT-2's BPE files did not finish in {PROBE_TIMEOUT_S} s; "
+        "set TIKTOKEN_CACHE_DIR to a tiktoken cache holding them, or FLAX_EMBED_BPE_DIR to "
+        "a folder holding encoder.json and vocab.bpe"
+    )
+
+
+def _caused_by_missing_tokenizer(excinfo: pytest.ExceptionInfo | None, text: str) -> bool:
+    from flax_embed.tokenizer import TokenizerUnavailableError
+
+    if excinfo is not None:
+        error: BaseException | None = excinfo.value
+        if hasattr(error, "exc_info"):  # doctest.UnexpectedException
+            error = error.exc_info[1]
+        seen = set()
+        while error is not None and id(error) not in seen:
+            if isinstance(error, TokenizerUnavailableError):
+                return True
+            seen.add(id(error))
+            error = error.__cause__ or error.__context__
+    # A subprocess (the CLI, a benchmark, a worker) reports it in its output.
+    return "TokenizerUnavailableError" in text or "GPT-2 BPE files" in text
+
+
+def pytest_report_header(config) -> str:
+    missing = tokenizer_missing()
+    if missing is None:
+        return "GPT-2 BPE files: found"
+    return f"GPT-2 BPE files: NOT FOUND; tests that need them are skipped. {missing}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if (
+        report.failed
+        and tokenizer_missing() is not None
+        and _caused_by_missing_tokenizer(
+            call.excinfo, report.longreprtext + "".join(text for _, text in report.sections)
+        )
+    ):
+        report.outcome = "skipped"
+        report.longrepr = (
+            __file__,
+            SKIP_LINE,
+            f"Skipped: needs GPT-2's BPE files: {tokenizer_missing()}",
+        )
+    return report
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """``@pytest.mark.tokenizer`` tests are skipped up front when the files are missing.
+
+    For tests whose failure would come late (a subprocess that runs for a while).
+    """
+    if not any(item.get_closest_marker("tokenizer") for item in items):
+        return
+    missing = tokenizer_missing()
+    if missing is None:
+        return
+    skip = pytest.mark.skip(reason=f"needs GPT-2's BPE files: {missing}")
+    for item in items:
+        if item.get_closest_marker("tokenizer"):
+            item.add_marker(skip)
