@@ -1,20 +1,40 @@
-"""The ``flax-embed`` command (also ``python -m flax_embed``): one module per subcommand."""
+"""The ``flax-embed`` command (also ``python -m flax_embed``): one module per subcommand.
+
+Exit codes: 0 success; 1 a failed parity check (``parity``), or standard output
+closed early (``flax-embed embed | head``: nothing more is printed, as Python's
+documentation recommends for SIGPIPE); 2 a user or I/O error, printed as one line
+on stderr; 130 interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM). Interrupted
+and terminated runs print one line and leave every output file as it was.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
+from flax_embed._io import describe_os_error
 from flax_embed.cli import embed, parity, tokenize
-from flax_embed.cli._common import CLIError, read_error, read_text
+from flax_embed.cli._common import CLIError, Terminated, read_error, read_text
 
 __all__ = ["CLIError", "build_parser", "main", "read_error", "read_text"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``prog: error: message (see prog -h)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``flax-embed`` argument parser, with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flax-embed",
         description="GPT-2's input-embedding stage in JAX/Flax, with exact PyTorch parity.",
     )
@@ -24,12 +44,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``flax-embed``; returns the exit code (2 for a user error, printed as one line)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises ``Terminated`` in the main thread while running (a KeyboardInterrupt)."""
     try:
-        return args.run(args)
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_stdout() -> None:
+    """Points stdout at /dev/null, so that exiting does not flush into a closed pipe again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``flax-embed``; returns the exit code (see the module's docstring)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad option (one line on stderr)
+        return e.code if isinstance(e.code, int) else 2
+    prefix = f"flax-embed {args.command}"
+    try:
+        with _sigterm_raises():
+            code = args.run(args)
+            sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
+        return code
     except CLIError as e:
-        print(f"flax-embed {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prefix}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
+    except Terminated:
+        print(f"{prefix}: terminated (SIGTERM); output files left as they were", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted; output files left as they were", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG) or e.filename:
+            raise
+        # print() to stdout on a full disk (> /dev/full): no file name to give.
+        _quiet_stdout()
+        print(f"{prefix}: error: {describe_os_error('<stdout>', e, writing=True)}", file=sys.stderr)
         return 2

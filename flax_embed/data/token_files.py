@@ -7,25 +7,39 @@ Two layouts, chosen by the file name:
 * ``tokens.bin`` — the raw little-endian ids, with a JSON sidecar ``tokens.bin.json``::
 
     {"format": "flax-embed token ids", "dtype": "uint16", "byteorder": "little",
-     "vocab_size": 50257, "count": 1234}
+     "vocab_size": 50257, "count": 1234, "bytes": 2468, "crc32": 123456789,
+     "complete": true}
 
 The ids are ``uint16`` when the vocabulary fits (at most 65,536 ids, GPT-2 included),
 else ``uint32``. Writes go to a temporary file beside the target and are renamed into
-place (``os.replace``), so a reader never sees half a file. Reads memory-map the
+place (``_io.AtomicFile``), so a reader never sees half a file.
+
+A ``.bin`` and its sidecar are two files, which no filesystem renames together. The
+writer makes them a pair that a reader accepts whole or not at all: it writes the new
+sidecar first, marked ``"complete": false``, then renames the data into place, then
+rewrites the sidecar as ``"complete": true``. ``bytes`` and ``crc32`` (of the data)
+tie the sidecar to its data. A write interrupted between the steps leaves a sidecar
+marked incomplete, which readers report as a *half-written pair* (write the file
+again); a sidecar marked complete whose data differs in size (or, when the ids are
+checked, in CRC-32) is reported as a *corrupt* pair. A ``.bin`` is never left
+without a sidecar by the writer. Sidecars without ``bytes``/``crc32``/``complete``
+(written by older versions) are read as before. Reads memory-map the
 file; ``TokenFileDataset`` (``SlidingWindowDataset.from_file``) iterates windows of
 it with resident memory bounded by the batch, not by the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
-import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from flax_embed._io import new_file_mode
+from flax_embed._io import AtomicFile, atomic_open
 from flax_embed._validation import check_ids_1d, check_positive_int, first_out_of_range
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
 
@@ -108,10 +122,12 @@ class TokenFileWriter:
         self.dtype = token_dtype(vocab_size)
         self.vocab_size = int(vocab_size)
         self.count = 0
-        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in commit/abort)
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp", delete=False
-        )
-        os.fchmod(self._file.fileno(), new_file_mode())
+        self._crc32 = 0
+        if self.layout == "bin" and sidecar_path(self.path).is_dir():
+            sidecar = sidecar_path(self.path)
+            raise IsADirectoryError(errno.EISDIR, "Is a directory (the sidecar)", str(sidecar))
+        self._atomic = AtomicFile(self.path)
+        self._file = self._atomic.file
         if self.layout == "npy":
             self._file.write(_npy_header(self.dtype, 0))
 
@@ -133,44 +149,58 @@ class TokenFileWriter:
                 f"token id {ids_N[i]} at position {self.count + i} is outside "
                 f"[0, {self.vocab_size}) ({bad} of {ids_N.size} ids in this write)"
             )
-        self._file.write(ids_N.astype(self.dtype, copy=False).tobytes())
+        data = ids_N.astype(self.dtype, copy=False).tobytes()
+        self._file.write(data)
+        self._crc32 = zlib.crc32(data, self._crc32)
         self.count += ids_N.size
 
     def commit(self) -> Path:
-        """Finishes the file and renames it into place; returns ``path``."""
-        tmp = Path(self._file.name)
+        """Finishes the file and renames it into place; returns ``path``.
+
+        For ``.bin``: the sidecar marked incomplete, the data, the sidecar marked
+        complete (see the module's docstring). An exception before the data is in
+        place restores the old sidecar (or removes the new one).
+        """
         try:
             if self.layout == "npy":
                 self._file.seek(0)
                 self._file.write(_npy_header(self.dtype, self.count))
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            self._atomic.finish()
             if self.layout == "npy":
-                os.replace(tmp, self.path)
-            else:
-                # The new sidecar is written before the old files are touched; then only
-                # renames remain. The old sidecar goes first: a crash in between leaves a
-                # .bin without a sidecar (an error when read), never a new .bin described
-                # by an old sidecar.
-                sidecar = sidecar_path(self.path)
-                staged = sidecar.with_name(f".{sidecar.name}.new")
-                try:
-                    staged.write_text(json.dumps(self._sidecar(), indent=1) + "\n")
-                    sidecar.unlink(missing_ok=True)
-                    os.replace(tmp, self.path)
-                    os.replace(staged, sidecar)
-                finally:
-                    staged.unlink(missing_ok=True)
+                self._atomic.rename()
+                return self.path
         except BaseException:
             self.abort()
+            raise
+        sidecar = sidecar_path(self.path)
+        try:
+            old = sidecar.read_bytes()
+        except FileNotFoundError:
+            old = None
+        except BaseException:
+            self.abort()
+            raise
+        data_in_place = False
+        try:
+            _write_sidecar(sidecar, {**self._sidecar(), "complete": False})
+            self._atomic.rename()
+            data_in_place = True
+            _write_sidecar(sidecar, self._sidecar())
+        except BaseException:
+            if not data_in_place:
+                self.abort()
+                with contextlib.suppress(Exception):
+                    if old is None:
+                        sidecar.unlink(missing_ok=True)
+                    else:
+                        with atomic_open(sidecar) as f:
+                            f.write(old)
             raise
         return self.path
 
     def abort(self) -> None:
         """Deletes the temporary file; ``path`` is left as it was."""
-        self._file.close()
-        Path(self._file.name).unlink(missing_ok=True)
+        self._atomic.abort()
 
     def _sidecar(self) -> dict:
         return {
@@ -179,6 +209,9 @@ class TokenFileWriter:
             "byteorder": "little",
             "vocab_size": self.vocab_size,
             "count": self.count,
+            "bytes": self.count * self.dtype.itemsize,
+            "crc32": self._crc32,
+            "complete": True,
         }
 
     def __enter__(self) -> TokenFileWriter:
@@ -189,6 +222,12 @@ class TokenFileWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _write_sidecar(sidecar: Path, meta: dict) -> None:
+    """Writes a sidecar atomically; an error names the sidecar."""
+    with atomic_open(sidecar, "w") as f:
+        f.write(json.dumps(meta, indent=1) + "\n")
 
 
 def write_token_file(
@@ -214,16 +253,25 @@ def write_token_file(
     return writer.path
 
 
-def _read_sidecar(path: Path) -> tuple[np.dtype, int, int]:
-    """``(dtype, count, vocab_size)`` from a ``.bin`` file's sidecar, checked."""
+def _read_sidecar(path: Path) -> tuple[np.dtype, int, int, int | None]:
+    """``(dtype, count, vocab_size, crc32)`` from a ``.bin`` file's sidecar, checked.
+
+    Raises TokenFileError for a missing, malformed or incomplete (half-written)
+    sidecar; an OSError reading it names the sidecar.
+    """
     sidecar = sidecar_path(path)
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TokenFileError(
             f"{path}: no sidecar {sidecar.name} (a raw .bin token file needs it for its dtype, "
-            "vocabulary and count; write token files with write_token_file or flax-embed tokenize)"
+            "vocabulary and count; flax-embed never leaves a .bin without one, so it was "
+            "deleted or not copied; write token files with write_token_file or "
+            "flax-embed tokenize)"
         ) from None
+    except OSError as e:
+        e.filename = str(sidecar)
+        raise
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TokenFileError(f"{sidecar}: not a JSON sidecar ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
@@ -240,12 +288,27 @@ def _read_sidecar(path: Path) -> tuple[np.dtype, int, int]:
     dtype, count, vocab = names[meta["dtype"]], meta["count"], meta["vocab_size"]
     if count < 0 or vocab < 1:
         raise TokenFileError(f"{sidecar}: count {count} or vocab_size {vocab} is out of range")
+    if meta.get("complete", True) is not True:
+        raise TokenFileError(
+            f"{path}: half-written pair: its sidecar {sidecar.name} is marked incomplete, "
+            "so a write of this token file was interrupted between its two files "
+            "(the data may be the old or the new one); write it again"
+        )
+    for key in ("bytes", "crc32"):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TokenFileError(f"{sidecar}: {key!r} must be an int, got {value!r}")
+    if meta.get("bytes") is not None and meta["bytes"] != count * dtype.itemsize:
+        raise TokenFileError(
+            f"{sidecar}: disagrees with itself: {count} {dtype.name} ids are "
+            f"{count * dtype.itemsize} bytes, not {meta['bytes']}"
+        )
     if vocab - 1 > np.iinfo(dtype).max:
         raise TokenFileError(
             f"{sidecar}: disagrees with itself: dtype {meta['dtype']} cannot hold the ids of a "
             f"{vocab}-id vocabulary"
         )
-    return dtype, count, vocab
+    return dtype, count, vocab, meta.get("crc32")
 
 
 def _read_npy_header(path: Path, f) -> tuple[np.dtype, int]:
@@ -270,9 +333,16 @@ def _read_npy_header(path: Path, f) -> tuple[np.dtype, int]:
     return dtype, shape[0]
 
 
-def _inspect(path: Path, vocab_size: int | None) -> tuple[np.dtype, int, int, int]:
-    """Checks a token file's layout; returns ``(dtype, count, data_offset, vocab_size)``."""
+def _inspect(path: Path, vocab_size: int | None) -> tuple[np.dtype, int, int, int, int | None]:
+    """Checks a token file's layout; returns ``(dtype, count, data_offset, vocab_size, crc32)``."""
     layout = _layout_of(path)
+    crc32 = None
+    if layout == "bin" and not path.exists() and sidecar_path(path).is_file():
+        _read_sidecar(path)  # a half-written pair says so
+        raise TokenFileError(
+            f"{path}: no such file, but its sidecar {sidecar_path(path).name} is there "
+            "(the data was deleted or not copied)"
+        )
     size = path.stat().st_size  # FileNotFoundError etc. say what is wrong already
     if layout == "npy":
         with open(path, "rb") as f:
@@ -281,7 +351,7 @@ def _inspect(path: Path, vocab_size: int | None) -> tuple[np.dtype, int, int, in
         vocab = GPT2_VOCAB_SIZE if vocab_size is None else vocab_size
         described = f"its header says {count} {dtype.name} ids"
     else:
-        dtype, count, recorded = _read_sidecar(path)
+        dtype, count, recorded, crc32 = _read_sidecar(path)
         offset = 0
         if vocab_size is not None and recorded > vocab_size:
             raise TokenFileError(
@@ -298,11 +368,17 @@ def _inspect(path: Path, vocab_size: int | None) -> tuple[np.dtype, int, int, in
             f"{count * dtype.itemsize} bytes "
             "(a partial copy, or a sidecar or dtype from another file?)"
         )
-    return dtype, count, offset, vocab
+    return dtype, count, offset, vocab, crc32
 
 
-def _check_ids(path: Path, dtype: np.dtype, count: int, offset: int, vocab_size: int) -> None:
-    """Raises TokenFileError naming the first id outside ``[0, vocab_size)``; O(chunk) memory."""
+def _check_ids(
+    path: Path, dtype: np.dtype, count: int, offset: int, vocab_size: int, crc32: int | None
+) -> None:
+    """Raises TokenFileError naming the first id outside ``[0, vocab_size)``; O(chunk) memory.
+
+    With ``crc32`` (a ``.bin``'s sidecar records it), also checks the data's CRC-32.
+    """
+    crc = 0
     buffer = bytearray(_CHECK_CHUNK_TOKENS * dtype.itemsize)
     with open(path, "rb") as f:
         f.seek(offset)
@@ -312,6 +388,8 @@ def _check_ids(path: Path, dtype: np.dtype, count: int, offset: int, vocab_size:
             view = memoryview(buffer)[: n * dtype.itemsize]
             if f.readinto(view) != len(view):
                 raise TokenFileError(f"{path}: truncated while reading (changed on disk?)")
+            if crc32 is not None:
+                crc = zlib.crc32(view, crc)
             ids = np.frombuffer(view, dtype=dtype)
             found = first_out_of_range(ids, vocab_size)
             if found is not None:
@@ -322,6 +400,12 @@ def _check_ids(path: Path, dtype: np.dtype, count: int, offset: int, vocab_size:
                     "tokenized with another vocabulary)"
                 )
             start += n
+    if crc32 is not None and crc != crc32:
+        raise TokenFileError(
+            f"{path}: corrupt: its CRC-32 is {crc}, but its sidecar {sidecar_path(path).name} "
+            f"says {crc32} (the data changed after it was written, or the pair was put "
+            "together from two files)"
+        )
 
 
 def open_token_file(
@@ -330,9 +414,9 @@ def open_token_file(
     path = Path(path)
     if vocab_size is not None:
         token_dtype(vocab_size)  # type and range
-    dtype, count, offset, vocab = _inspect(path, vocab_size)
+    dtype, count, offset, vocab, crc32 = _inspect(path, vocab_size)
     if check_ids and count:
-        _check_ids(path, dtype, count, offset, vocab)
+        _check_ids(path, dtype, count, offset, vocab, crc32)
     if count == 0:  # mmap cannot map an empty range
         return np.zeros(0, dtype), vocab
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,)), vocab
