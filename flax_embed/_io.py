@@ -93,9 +93,7 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     another cleaner) are ignored: cleaning up is best effort.
     """
     path = Path(path)
-    pattern = re.compile(
-        rf"\.{re.escape(path.name)}{re.escape(TEMP_MARK)}(\d+)-[0-9a-f]+\.tmp"
-    )
+    pattern = re.compile(rf"\.{re.escape(path.name)}{re.escape(TEMP_MARK)}(\d+)-[0-9a-f]+\.tmp")
     removed = []
     try:
         entries = list(os.scandir(path.parent))

@@ -34,6 +34,7 @@ import contextlib
 import errno
 import json
 import os
+import time
 import zlib
 from pathlib import Path
 
@@ -63,6 +64,8 @@ _READABLE = {np.dtype("<u2"): "uint16", np.dtype("<u4"): "uint32", np.dtype("<i4
 # that the count can be filled in at the end without moving the data.
 _NPY_HEADER_BYTES = 128
 _CHECK_CHUNK_TOKENS = 1 << 23  # 8 Mi ids, 16-32 MB, per read when checking ids
+PAIR_WAIT = 1.0
+"""Seconds a reader waits for a ``.bin`` pair that a writer is replacing (see ``_open_pair``)."""
 
 
 class TokenFileError(ValueError):
@@ -253,15 +256,37 @@ def write_token_file(
     return writer.path
 
 
-def _read_sidecar(path: Path) -> tuple[np.dtype, int, int, int | None]:
-    """``(dtype, count, vocab_size, crc32)`` from a ``.bin`` file's sidecar, checked.
+def _sidecar_bytes(path: Path) -> bytes | None:
+    """The raw sidecar of ``path``, None when there is none; an OSError names the sidecar."""
+    sidecar = sidecar_path(path)
+    try:
+        return sidecar.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        e.filename = str(sidecar)
+        raise
 
-    Raises TokenFileError for a missing, malformed or incomplete (half-written)
-    sidecar; an OSError reading it names the sidecar.
+
+def _marked_incomplete(raw: bytes | None) -> bool:
+    try:
+        meta = json.loads(raw)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("complete", True) is False
+
+
+def _read_sidecar(path: Path, raw: bytes | None) -> tuple[np.dtype, int, int, int | None]:
+    """``(dtype, count, vocab_size, crc32)`` from a ``.bin`` file's sidecar ``raw``, checked.
+
+    Raises TokenFileError for a missing (``raw=None``), malformed or incomplete
+    (half-written) sidecar.
     """
     sidecar = sidecar_path(path)
     try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        if raw is None:
+            raise FileNotFoundError
+        meta = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise TokenFileError(
             f"{path}: no sidecar {sidecar.name} (a raw .bin token file needs it for its dtype, "
@@ -269,9 +294,6 @@ def _read_sidecar(path: Path) -> tuple[np.dtype, int, int, int | None]:
             "deleted or not copied; write token files with write_token_file or "
             "flax-embed tokenize)"
         ) from None
-    except OSError as e:
-        e.filename = str(sidecar)
-        raise
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TokenFileError(f"{sidecar}: not a JSON sidecar ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
@@ -333,25 +355,19 @@ def _read_npy_header(path: Path, f) -> tuple[np.dtype, int]:
     return dtype, shape[0]
 
 
-def _inspect(path: Path, vocab_size: int | None) -> tuple[np.dtype, int, int, int, int | None]:
-    """Checks a token file's layout; returns ``(dtype, count, data_offset, vocab_size, crc32)``."""
-    layout = _layout_of(path)
+def _inspect(
+    path: Path, f, sidecar: bytes | None, vocab_size: int | None
+) -> tuple[np.dtype, int, int, int, int | None]:
+    """Checks an open token file's layout; returns ``(dtype, count, data_offset, vocab, crc32)``."""
     crc32 = None
-    if layout == "bin" and not path.exists() and sidecar_path(path).is_file():
-        _read_sidecar(path)  # a half-written pair says so
-        raise TokenFileError(
-            f"{path}: no such file, but its sidecar {sidecar_path(path).name} is there "
-            "(the data was deleted or not copied)"
-        )
-    size = path.stat().st_size  # FileNotFoundError etc. say what is wrong already
-    if layout == "npy":
-        with open(path, "rb") as f:
-            dtype, count = _read_npy_header(path, f)
-            offset = f.tell()
+    size = os.fstat(f.fileno()).st_size
+    if _layout_of(path) == "npy":
+        dtype, count = _read_npy_header(path, f)
+        offset = f.tell()
         vocab = GPT2_VOCAB_SIZE if vocab_size is None else vocab_size
         described = f"its header says {count} {dtype.name} ids"
     else:
-        dtype, count, recorded, crc32 = _read_sidecar(path)
+        dtype, count, recorded, crc32 = _read_sidecar(path, sidecar)
         offset = 0
         if vocab_size is not None and recorded > vocab_size:
             raise TokenFileError(
@@ -364,15 +380,54 @@ def _inspect(path: Path, vocab_size: int | None) -> tuple[np.dtype, int, int, in
     if size != expected:
         what = "truncated" if size < expected else "longer than described"
         raise TokenFileError(
-            f"{path}: {what}: {size - offset} bytes of ids, but {described} = "
+            f"{path}: corrupt: {what}: {size - offset} bytes of ids, but {described} = "
             f"{count * dtype.itemsize} bytes "
             "(a partial copy, or a sidecar or dtype from another file?)"
         )
     return dtype, count, offset, vocab, crc32
 
 
+def _open_pair(path: Path):
+    """``(open data file, its sidecar's bytes)``, consistent although a writer may be at work.
+
+    A ``.bin`` and its sidecar are two files. The sidecar is read before and after
+    the data file is opened; when both reads agree and it is marked complete, the
+    open file is the data it describes (the writer renames the data in between a
+    sidecar marked incomplete and one marked complete). Otherwise a writer is at
+    work: it is tried again for up to ``PAIR_WAIT`` seconds, after which a sidecar
+    still marked incomplete is reported as a half-written pair.
+    """
+    if _layout_of(path) == "npy":
+        return open(path, "rb"), None
+    deadline = time.monotonic() + PAIR_WAIT
+    while True:
+        before = _sidecar_bytes(path)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed by the caller)
+        except FileNotFoundError:
+            if before is None:
+                raise
+            f = None
+        after = _sidecar_bytes(path)
+        settled = before == after and not _marked_incomplete(after)
+        if f is not None and settled:
+            return f, after
+        if f is not None:
+            f.close()
+        if time.monotonic() >= deadline or (settled and f is None):
+            break
+        time.sleep(0.01)
+    _read_sidecar(path, after)  # a half-written pair or a malformed sidecar says so
+    if f is None:
+        raise TokenFileError(
+            f"{path}: no such file, but its sidecar {sidecar_path(path).name} is there "
+            "(the data was deleted or not copied)"
+        )
+    raise TokenFileError(f"{path}: its sidecar kept changing for {PAIR_WAIT} s (a writer at work?)")
+
+
 def _check_ids(
-    path: Path, dtype: np.dtype, count: int, offset: int, vocab_size: int, crc32: int | None
+    path: Path, f, dtype: np.dtype, count: int, offset: int, vocab_size: int, crc32: int | None
 ) -> None:
     """Raises TokenFileError naming the first id outside ``[0, vocab_size)``; O(chunk) memory.
 
@@ -380,26 +435,25 @@ def _check_ids(
     """
     crc = 0
     buffer = bytearray(_CHECK_CHUNK_TOKENS * dtype.itemsize)
-    with open(path, "rb") as f:
-        f.seek(offset)
-        start = 0
-        while start < count:
-            n = min(_CHECK_CHUNK_TOKENS, count - start)
-            view = memoryview(buffer)[: n * dtype.itemsize]
-            if f.readinto(view) != len(view):
-                raise TokenFileError(f"{path}: truncated while reading (changed on disk?)")
-            if crc32 is not None:
-                crc = zlib.crc32(view, crc)
-            ids = np.frombuffer(view, dtype=dtype)
-            found = first_out_of_range(ids, vocab_size)
-            if found is not None:
-                i, _ = found
-                raise TokenFileError(
-                    f"{path}: token id {ids[i]} at position {start + i} is outside "
-                    f"[0, {vocab_size}) (vocab_size={vocab_size}; the file may be corrupt or "
-                    "tokenized with another vocabulary)"
-                )
-            start += n
+    f.seek(offset)
+    start = 0
+    while start < count:
+        n = min(_CHECK_CHUNK_TOKENS, count - start)
+        view = memoryview(buffer)[: n * dtype.itemsize]
+        if f.readinto(view) != len(view):
+            raise TokenFileError(f"{path}: truncated while reading (changed on disk?)")
+        if crc32 is not None:
+            crc = zlib.crc32(view, crc)
+        ids = np.frombuffer(view, dtype=dtype)
+        found = first_out_of_range(ids, vocab_size)
+        if found is not None:
+            i, _ = found
+            raise TokenFileError(
+                f"{path}: token id {ids[i]} at position {start + i} is outside "
+                f"[0, {vocab_size}) (vocab_size={vocab_size}; the file may be corrupt or "
+                "tokenized with another vocabulary)"
+            )
+        start += n
     if crc32 is not None and crc != crc32:
         raise TokenFileError(
             f"{path}: corrupt: its CRC-32 is {crc}, but its sidecar {sidecar_path(path).name} "
@@ -414,12 +468,16 @@ def open_token_file(
     path = Path(path)
     if vocab_size is not None:
         token_dtype(vocab_size)  # type and range
-    dtype, count, offset, vocab, crc32 = _inspect(path, vocab_size)
-    if check_ids and count:
-        _check_ids(path, dtype, count, offset, vocab, crc32)
-    if count == 0:  # mmap cannot map an empty range
-        return np.zeros(0, dtype), vocab
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,)), vocab
+    # One open file for the header, the checks and the mapping: a file replaced by a
+    # rename meanwhile is not mixed up with its successor.
+    f, sidecar = _open_pair(path)
+    with f:
+        dtype, count, offset, vocab, crc32 = _inspect(path, f, sidecar, vocab_size)
+        if check_ids and count:
+            _check_ids(path, f, dtype, count, offset, vocab, crc32)
+        if count == 0:  # mmap cannot map an empty range
+            return np.zeros(0, dtype), vocab
+        return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=(count,)), vocab
 
 
 def read_token_file(
