@@ -4,7 +4,8 @@ Exit codes: 0 success; 1 a failed parity check (``parity``), or standard output
 closed early (``flax-embed embed | head``: nothing more is printed, as Python's
 documentation recommends for SIGPIPE); 2 a user or I/O error, printed as one line
 on stderr; 130 interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM). Interrupted
-and terminated runs print one line and leave every output file as it was.
+and terminated runs print one line and leave every output file as it was or
+complete, with no temporary file (docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -90,10 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_stdout()
         return 1
     except Terminated:
-        print(f"{prefix}: terminated (SIGTERM); output files left as they were", file=sys.stderr)
+        print(f"{prefix}: terminated (SIGTERM); no output was left half-written", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print(f"{prefix}: interrupted; output files left as they were", file=sys.stderr)
+        print(f"{prefix}: interrupted (SIGINT); no output was left half-written", file=sys.stderr)
         return 128 + signal.SIGINT
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG) or e.filename:

@@ -54,11 +54,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     embed.set_defaults(run=run)
 
 
+class _Writer:
+    """A file seen only through ``write``."""
+
+    def __init__(self, file):
+        self.write = file.write
+
+
 def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Writes ``array`` to ``path`` via a temporary file and a rename: never half a file."""
     try:
         with atomic_open(path) as f:
-            np.save(f, array)
+            # Through f.write (not ndarray.tofile, which np.save uses on real files and
+            # whose errors lose their errno): a full disk reads "No space left on device".
+            np.save(_Writer(f), array)
     except OSError as e:
         raise write_error(path, e) from None
 

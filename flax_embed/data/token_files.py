@@ -162,7 +162,8 @@ class TokenFileWriter:
 
         For ``.bin``: the sidecar marked incomplete, the data, the sidecar marked
         complete (see the module's docstring). An exception before the data is in
-        place restores the old sidecar (or removes the new one).
+        place restores the old sidecar (or removes the new one); one after it
+        finishes the pair if it can.
         """
         try:
             if self.layout == "npy":
@@ -190,7 +191,10 @@ class TokenFileWriter:
             data_in_place = True
             _write_sidecar(sidecar, self._sidecar())
         except BaseException:
-            if not data_in_place:
+            if data_in_place:  # finish the pair: one small write (a KeyboardInterrupt, say)
+                with contextlib.suppress(Exception):
+                    _write_sidecar(sidecar, self._sidecar())
+            else:
                 self.abort()
                 with contextlib.suppress(Exception):
                     if old is None:
