@@ -147,12 +147,15 @@ class AtomicFile:
         self.mode = target_mode(self.path)
         remove_stale_temps(self.path)
         self.tmp = temp_path(self.path)
+        self._done = False
         try:
             fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self.file: IO[bytes] = os.fdopen(fd, "wb")
         except OSError as e:
             raise _name_target(e, self.path, self.tmp) from None
-        self.file: IO[bytes] = os.fdopen(fd, "wb")
-        self._done = False
+        except BaseException:  # an interrupt right after the file was made
+            self.tmp.unlink(missing_ok=True)
+            raise
 
     def finish(self) -> None:
         """Flushes the temporary to disk and gives it the target's mode; ``rename`` remains."""

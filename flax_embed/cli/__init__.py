@@ -16,6 +16,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -49,18 +50,36 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
-@contextlib.contextmanager
-def _sigterm_raises():
-    """SIGTERM raises ``Terminated`` in the main thread while running (a KeyboardInterrupt)."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread: leave SIGTERM alone
-        yield
+def _redeliver(unraisable) -> None:
+    """``sys.unraisablehook``: sends a swallowed interrupt to the main thread again.
+
+    A signal's exception is raised wherever the main thread is, which may be a
+    garbage-collector callback or a ``__del__`` (JAX has one): Python prints
+    "Exception ignored" there and goes on, and the interrupt would be lost. The
+    signal is sent again; its handler then runs at the next ordinary line.
+    """
+    exc_type = unraisable.exc_type
+    if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+        signum = signal.SIGTERM if issubclass(exc_type, Terminated) else signal.SIGINT
+        signal.pthread_kill(threading.main_thread().ident, signum)
         return
+    sys.__unraisablehook__(unraisable)
+
+
+@contextlib.contextmanager
+def _interrupts_raise():
+    """While running: SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread,
+    as SIGINT raises KeyboardInterrupt, and neither is lost in a finalizer."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals can only be handled in the main thread: leave them alone
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _redeliver
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 def _quiet_stdout() -> None:
@@ -80,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     prefix = f"flax-embed {args.command}"
     try:
-        with _sigterm_raises():
+        with _interrupts_raise():
             code = args.run(args)
             sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
         return code

@@ -111,14 +111,11 @@ def run(args: argparse.Namespace) -> int:
                 yield ENDOFTEXT
             yield from _text_blocks(path, progress)
 
-    try:
-        writer = TokenFileWriter(out)
-    except OSError as e:
-        raise write_error(out, e) from None
     progress = tqdm(total=total, unit="B", unit_scale=True, desc="tokenize", file=sys.stderr,
                     disable=total < PROGRESS_MIN_BYTES)  # fmt: skip
     try:
-        with writer, progress:
+        # Made inside the `with`: an interrupt right after it is made still removes it.
+        with progress, TokenFileWriter(out) as writer:
             for ids_N in iter_encode_parallel(pieces(progress), workers=workers):
                 writer.write(ids_N)
     except TokenizerUnavailableError as e:

@@ -131,8 +131,12 @@ class TokenFileWriter:
             raise IsADirectoryError(errno.EISDIR, "Is a directory (the sidecar)", str(sidecar))
         self._atomic = AtomicFile(self.path)
         self._file = self._atomic.file
-        if self.layout == "npy":
-            self._file.write(_npy_header(self.dtype, 0))
+        try:
+            if self.layout == "npy":
+                self._file.write(_npy_header(self.dtype, 0))
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, ids_N) -> None:
         """Appends the ids ``ids_N`` (shape ``(N,)``, integers in ``[0, vocab_size)``).
