@@ -59,7 +59,7 @@ def new_file_mode() -> int:
 
 
 def target_mode(path: str | os.PathLike[str]) -> int:
-    """The mode a write to ``path`` gives it: its current mode if it exists, else ``new_file_mode()``."""
+    """The mode a write gives ``path``: its current mode if it exists, else ``new_file_mode()``."""
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
@@ -67,7 +67,7 @@ def target_mode(path: str | os.PathLike[str]) -> int:
 
 
 def temp_path(path: str | os.PathLike[str]) -> Path:
-    """A fresh, recognisable temporary name beside ``path``: ``.{name}.flax-embed-{pid}-{hex}.tmp``."""
+    """A fresh temporary name beside ``path``: ``.{name}.flax-embed-{pid}-{hex}.tmp``."""
     path = Path(path)
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}.tmp")
 

@@ -151,7 +151,7 @@ def _batched_value(x):
 
 
 def _check_values(name: str, x, upper: int) -> None:
-    """Checks ``x``'s values when they are known: concrete, or batched by ``vmap`` outside ``jit``."""
+    """Checks ``x``'s values when known: concrete, or batched by ``vmap`` outside ``jit``."""
     if is_concrete(x):
         check_indices_in_range(name, x, upper)
         return
@@ -221,7 +221,7 @@ def check_module_options(
     dtype=None,
     param_dtype=None,
 ) -> None:
-    """Checks an ``InputEmbedding``'s sizes (ints >= 1), dropout rate (in ``[0, 1]``) and dtypes (float)."""
+    """Checks an ``InputEmbedding``'s sizes (ints >= 1), dropout rate (in [0, 1]), float dtypes."""
     check_float_dtype("dtype", dtype)
     check_float_dtype("param_dtype", param_dtype)
     for name, value in [

@@ -30,7 +30,7 @@ def _edit_sidecar(path, **changes):
 def test_a_sidecar_marked_incomplete_is_a_half_written_pair(pair, monkeypatch):
     monkeypatch.setattr("flax_embed.data.token_files.PAIR_WAIT", 0.05)
     _edit_sidecar(pair, complete=False)
-    with pytest.raises(TokenFileError, match="half-written pair: .* interrupted"):
+    with pytest.raises(TokenFileError, match=r"half-written pair: .* interrupted"):
         read_token_file(pair)
     pair.unlink()  # the first write of a file, interrupted before the data was renamed
     with pytest.raises(TokenFileError, match="half-written pair"):
@@ -59,7 +59,7 @@ def test_data_without_its_sidecar_and_sidecar_without_its_data(pair):
     sidecar = sidecar_path(pair)
     saved = sidecar.read_bytes()
     sidecar.unlink()
-    with pytest.raises(TokenFileError, match="never leaves a .bin without one"):
+    with pytest.raises(TokenFileError, match=r"never leaves a \.bin without one"):
         read_token_file(pair)
     sidecar.write_bytes(saved)
     pair.unlink()

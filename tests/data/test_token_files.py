@@ -1,7 +1,7 @@
 import json
-import zlib
 import pickle
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np

@@ -71,7 +71,9 @@ def _arm(spec, cwd):
     elif at == "save_file":
         import safetensors.numpy
 
-        safetensors.numpy.save_file = _killer(safetensors.numpy.save_file, spec, cwd, path_arg=False)
+        safetensors.numpy.save_file = _killer(
+            safetensors.numpy.save_file, spec, cwd, path_arg=False
+        )
     else:
         raise ValueError(at)
 
@@ -139,11 +141,11 @@ def main() -> None:
     # Loaded once, here, rather than in every child (they inherit them).
     flax_embed.tokenizer.gpt2_tokenizer()
     if any(s.get("call") == "json" or "embed" in s.get("argv", ()) for s in scenarios):
-        import parity.report  # noqa: F401  (imports torch, as embed's parity check does)
+        import parity.report
         import parity.torch_reference  # noqa: F401
     for scenario in scenarios:
-        out = tempfile.TemporaryFile()
-        err = tempfile.TemporaryFile()
+        out = tempfile.TemporaryFile()  # noqa: SIM115 (shared with the child)
+        err = tempfile.TemporaryFile()  # noqa: SIM115
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the child: never returns
@@ -163,8 +165,16 @@ def main() -> None:
         code = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        results.append({"rc": code, "out": out.read().decode(), "err": err.read().decode(),
-                        "seconds": round(time.monotonic() - start, 2)})
+        results.append(
+            {
+                "rc": code,
+                "out": out.read().decode(),
+                "err": err.read().decode(),
+                "seconds": round(time.monotonic() - start, 2),
+            }
+        )
+        out.close()
+        err.close()
     json.dump(results, sys.stdout)
 
 

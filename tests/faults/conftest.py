@@ -1,4 +1,4 @@
-"""Helpers of the fault-injection suite: run writers in children, kill them, inspect what is left."""
+"""Helpers of the fault-injection suite: run writers in children, kill them, see what is left."""
 
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def test_a_real_sigterm_during_tokenize(tmp_path):
     proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for_ours(out, proc)
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr
     assert_one_line(stderr.decode())
     assert ours(out) == []

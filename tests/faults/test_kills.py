@@ -114,7 +114,7 @@ def killed(tmp_path_factory):
 
 
 def _state(target, corpus) -> str:
-    """"old", "new" or "half": what the target holds now."""
+    """ "old", "new" or "half": what the target holds now."""
     if target.name.startswith("tokens"):
         try:
             ids = read_token_file(target)

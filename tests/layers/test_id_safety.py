@@ -40,7 +40,9 @@ def test_the_documented_limit_jit_narrows_int64_before_the_module(linen):
     with pytest.raises(ValueError, match="4294967301"):
         model.apply(params, WRAPS)
     wrapped = jax.jit(model.apply)(params, WRAPS)
-    np.testing.assert_array_equal(wrapped[0, 1], model.apply(params, np.array([[1, 5, 3, 4]]))[0, 1])
+    np.testing.assert_array_equal(
+        wrapped[0, 1], model.apply(params, np.array([[1, 5, 3, 4]]))[0, 1]
+    )
     assert "narrows an int64 argument to int32" in InputEmbedding.__doc__
 
 
