@@ -61,7 +61,7 @@ def _redeliver(unraisable) -> None:
     exc_type = unraisable.exc_type
     if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
         signum = signal.SIGTERM if issubclass(exc_type, Terminated) else signal.SIGINT
-        signal.pthread_kill(threading.main_thread().ident, signum)
+        signal.pthread_kill(threading.main_thread().ident or 0, signum)
         return
     sys.__unraisablehook__(unraisable)
 

@@ -277,6 +277,8 @@ def _sidecar_bytes(path: Path) -> bytes | None:
 
 
 def _marked_incomplete(raw: bytes | None) -> bool:
+    if raw is None:
+        return False
     try:
         meta = json.loads(raw)
     except (TypeError, ValueError):
