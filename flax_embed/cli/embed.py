@@ -105,6 +105,13 @@ def run(args: argparse.Namespace) -> int:
         embeddings_BxTxD = np.asarray(jax.jit(model.apply)(params, inputs_BxT))
     except (ValueError, TokenizerUnavailableError) as e:
         raise CLIError(str(e)) from None
+    except (MemoryError, jax.errors.JaxRuntimeError) as e:
+        # Passed check_memory, yet too large once allocated (other processes, overheads).
+        if not isinstance(e, MemoryError) and "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        raise CLIError(
+            f"out of memory for {args.features}-wide tables ({str(e).splitlines()[0][:200]})"
+        ) from None
 
     torch_diff = torch_difference(params, inputs_BxT, embeddings_BxTxD)
     if args.out:

@@ -70,3 +70,19 @@ def test_tables_larger_than_memory_are_refused_before_allocating(argv, capsys):
     err = capsys.readouterr().err
     assert_one_line(err)
     assert "GiB of memory are available" in err
+
+
+def test_an_allocation_that_fails_anyway_is_one_line(monkeypatch, capsys):
+    """Past the memory check, JAX may still run out (other processes): one line, exit 2."""
+    import jax
+
+    from flax_embed.layers.linen import InputEmbedding
+
+    def exhausted(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9 bytes")
+
+    monkeypatch.setattr(InputEmbedding, "init", exhausted)
+    assert main(["embed", "--features", "8"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line(err)
+    assert "out of memory" in err
