@@ -16,10 +16,25 @@ REPO = Path(__file__).resolve().parents[2]
 HARNESS = Path(__file__).with_name("_harness.py")
 
 
+_JAX_CACHE: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_jax_cache(tmp_path_factory):
+    """One JAX compilation cache for the suite's children: each embed compiles once, not 6 times."""
+    _JAX_CACHE.append(str(tmp_path_factory.mktemp("jax-cache")))
+    yield
+    _JAX_CACHE.clear()
+
+
 def child_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.setdefault("JAX_PLATFORMS", "cpu")
+    if _JAX_CACHE:
+        env.setdefault("JAX_COMPILATION_CACHE_DIR", _JAX_CACHE[0])
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     return env
 
 

@@ -46,12 +46,14 @@ CASES = [
     ("tokens.bin", "os.replace", 3, "after", K, "new"),
     ("out.npy", "os.replace", 1, "before", K, "old"),  # flax-embed embed --out
     ("out.npy", "os.replace", 1, "before", T, "old"),
+    ("out.npy", "os.fsync", 1, "before", I, "old"),
     ("params.safetensors", "save_file", 1, "before", K, "old"),
     ("params.safetensors", "save_file", 1, "after", K, "old"),
     ("params.safetensors", "os.replace", 1, "before", I, "old"),
     ("params.safetensors", "os.replace", 1, "after", K, "new"),
     ("report.json", "os.replace", 1, "before", K, "old"),  # flax-embed parity --json
     ("report.json", "os.replace", 1, "before", I, "old"),
+    ("report.json", "os.fsync", 1, "before", K, "old"),
 ]
 
 
