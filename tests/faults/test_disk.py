@@ -92,8 +92,19 @@ def _reason(fault: str) -> str:
     return "Read-only file system" if os.geteuid() == 0 else "Permission denied"
 
 
-def test_full_disk_and_read_only_target(tmp_path):
-    """Both faults in one harness run (each CLI run in a forked child): tokenize, embed --out."""
+@pytest.mark.parametrize("faults", [("read-only", "full"), ("read-only",)], ids=["root", "user"])
+def test_full_disk_and_read_only_target(tmp_path, faults):
+    """Both faults in one harness run (each CLI run in a forked child): tokenize, embed --out.
+
+    As root, both (tmpfs mounts); as another user, the read-only target only (a folder
+    without write permission: a full disk needs a mount), the root case skipped.
+    """
+    if (os.geteuid() == 0) != ("full" in faults):
+        pytest.skip(
+            "a full disk needs root to mount a small tmpfs (not root)"
+            if "full" in faults
+            else "as root the case above covers it"
+        )
     from flax_embed.data.samples import sample_text
 
     corpus = tmp_path / "corpus.txt"
@@ -101,7 +112,7 @@ def test_full_disk_and_read_only_target(tmp_path):
     with contextlib.ExitStack() as stack:
         folders = {
             fault: stack.enter_context(_tmpfs(tmp_path / fault, "64k", fault == "read-only"))
-            for fault in ("read-only", "full")  # read-only first: it skips only without root
+            for fault in faults
         }
         scenarios, targets = [], []
         for fault, folder in folders.items():
