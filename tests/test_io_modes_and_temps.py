@@ -66,6 +66,7 @@ def _open(path) -> None:
 WRITERS["atomic_open"] = _open
 
 
+@pytest.mark.tokenizer  # out.npy: flax-embed embed tokenizes the sample
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_every_writer_gives_new_files_the_umask_mode_and_keeps_an_existing_mode(
     tmp_path, umask_022, name, capsys
@@ -127,6 +128,7 @@ def test_errors_name_the_target_not_the_temporary(tmp_path):
     assert raised.value.filename == str(target)
 
 
+@pytest.mark.tokenizer
 def test_a_sidecar_that_is_a_directory_is_reported_against_the_sidecar(tmp_path, capsys):
     target = tmp_path / "t.bin"
     sidecar_path(target).mkdir()

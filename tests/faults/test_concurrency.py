@@ -95,6 +95,7 @@ def _wait_for_ours(folder, proc, timeout=30.0):
         time.sleep(0.002)
 
 
+@pytest.mark.tokenizer
 def test_a_real_sigterm_during_tokenize(tmp_path):
     from flax_embed.data.samples import sample_text
 

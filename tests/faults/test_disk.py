@@ -23,6 +23,8 @@ from .conftest import assert_one_line, ours, run_scenarios
 
 OLD_IDS = np.arange(5)
 
+pytestmark = pytest.mark.tokenizer  # its children tokenize: skip up front offline
+
 
 def _params(rows: int, cols: int) -> dict:
     table = np.ones((rows, cols), np.float32)

@@ -26,6 +26,8 @@ from flax_embed.tokenizer import encode
 from .conftest import assert_one_line, ours, run_scenarios
 
 OLD_IDS = np.arange(7, dtype=np.int64)
+
+pytestmark = pytest.mark.tokenizer  # its children tokenize: skip up front offline
 OLD_MODE = 0o640
 K, T, I = "SIGKILL", "SIGTERM", "SIGINT"  # noqa: E741
 

@@ -57,6 +57,7 @@ def test_bad_numeric_option_is_one_line(command, option, value, capsys, tmp_path
     assert out == ""
 
 
+@pytest.mark.tokenizer  # embed tokenizes the sample before it checks the memory
 @pytest.mark.parametrize(
     "argv",
     [
@@ -72,6 +73,7 @@ def test_tables_larger_than_memory_are_refused_before_allocating(argv, capsys):
     assert "GiB of memory are available" in err
 
 
+@pytest.mark.tokenizer
 def test_an_allocation_that_fails_anyway_is_one_line(monkeypatch, capsys):
     """Past the memory check, JAX may still run out (other processes): one line, exit 2."""
     import jax

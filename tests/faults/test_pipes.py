@@ -8,10 +8,13 @@ before the print are complete. A full stdout: exit 2 and one line.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from flax_embed.data import read_token_file
 
 from .conftest import assert_one_line, ours, run_scenarios
+
+pytestmark = pytest.mark.tokenizer  # its children tokenize: skip up front offline
 
 
 def test_stdout_closed_or_full(tmp_path, corpus):

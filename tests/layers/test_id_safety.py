@@ -46,6 +46,7 @@ def test_the_documented_limit_jit_narrows_int64_before_the_module(linen):
     assert "narrows an int64 argument to int32" in InputEmbedding.__doc__
 
 
+@pytest.mark.tokenizer
 def test_encode_and_the_loaders_only_give_int32(tmp_path, sample_text):
     assert encode(sample_text).dtype == np.int32
     inputs, targets = next(iter(create_dataloader(sample_text, batch_size=2, max_length=4)))
