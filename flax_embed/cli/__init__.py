@@ -1,20 +1,42 @@
-"""The ``flax-embed`` command (also ``python -m flax_embed``): one module per subcommand."""
+"""The ``flax-embed`` command (also ``python -m flax_embed``): one module per subcommand.
+
+Exit codes: 0 success; 1 a failed parity check (``parity``), or standard output
+closed early (``flax-embed embed | head``: nothing more is printed, as Python's
+documentation recommends for SIGPIPE); 2 a user or I/O error, printed as one line
+on stderr; 130 interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM). Interrupted
+and terminated runs print one line and leave every output file as it was or
+complete, with no temporary file (docs/guarantees.md).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
+from flax_embed._io import describe_os_error
 from flax_embed.cli import embed, parity, tokenize
-from flax_embed.cli._common import CLIError, read_error, read_text
+from flax_embed.cli._common import CLIError, Terminated, read_error, read_text
 
 __all__ = ["CLIError", "build_parser", "main", "read_error", "read_text"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``prog: error: message (see prog -h)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``flax-embed`` argument parser, with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flax-embed",
         description="GPT-2's input-embedding stage in JAX/Flax, with exact PyTorch parity.",
     )
@@ -24,12 +46,79 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``flax-embed``; returns the exit code (2 for a user error, printed as one line)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _redeliver(unraisable) -> None:
+    """``sys.unraisablehook``: sends a swallowed interrupt to the main thread again.
+
+    A signal's exception is raised wherever the main thread is, which may be a
+    garbage-collector callback or a ``__del__`` (JAX has one): Python prints
+    "Exception ignored" there and goes on, and the interrupt would be lost. The
+    signal is sent again; its handler then runs at the next ordinary line.
+    """
+    exc_type = unraisable.exc_type
+    if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+        signum = signal.SIGTERM if issubclass(exc_type, Terminated) else signal.SIGINT
+        signal.pthread_kill(threading.main_thread().ident or 0, signum)
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+@contextlib.contextmanager
+def _interrupts_raise():
+    """While running: SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread,
+    as SIGINT raises KeyboardInterrupt, and neither is lost in a finalizer."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals can only be handled in the main thread: leave them alone
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _redeliver
     try:
-        return args.run(args)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+
+
+def _quiet_stdout() -> None:
+    """Points stdout at /dev/null, so that exiting does not flush into a closed pipe again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``flax-embed``; returns the exit code (see the module's docstring)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad option (one line on stderr)
+        return e.code if isinstance(e.code, int) else 2
+    prefix = f"flax-embed {args.command}"
+    try:
+        with _interrupts_raise():
+            code = args.run(args)
+            sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
+        return code
     except CLIError as e:
-        print(f"flax-embed {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prefix}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
+    except Terminated:
+        print(f"{prefix}: terminated (SIGTERM); no output was left half-written", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted (SIGINT); no output was left half-written", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG) or e.filename:
+            raise
+        # print() to stdout on a full disk (> /dev/full): no file name to give.
+        _quiet_stdout()
+        print(f"{prefix}: error: {describe_os_error('<stdout>', e, writing=True)}", file=sys.stderr)
         return 2

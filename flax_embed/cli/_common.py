@@ -1,14 +1,31 @@
-"""What every ``flax-embed`` subcommand shares: the user-error type and reading text."""
+"""What every ``flax-embed`` subcommand shares: the user-error type, reading text, options."""
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from flax_embed._io import describe_os_error
+from flax_embed._validation import check_positive_int
 from flax_embed.data.samples import sample_text
 
-__all__ = ["SAMPLE_TEXT", "CLIError", "read_error", "read_text", "write_error"]
+__all__ = [
+    "INT32_MAX",
+    "SAMPLE_TEXT",
+    "CLIError",
+    "Terminated",
+    "available_memory",
+    "check_memory",
+    "int_option",
+    "read_error",
+    "read_text",
+    "write_error",
+]
+
+INT32_MAX = 2**31 - 1
+"""The largest size an option takes: JAX indexes arrays with int32."""
 
 SAMPLE_TEXT = "sample.txt"
 """How the bundled sample text is named in messages."""
@@ -18,14 +35,64 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2, no traceback."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like SIGINT's KeyboardInterrupt (so writes clean up)."""
+
+
+def int_option(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse ``type=``: a decimal int in ``[minimum, maximum]``, else a one-line error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        try:
+            return check_positive_int("it", value, minimum=minimum, maximum=maximum)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("it ")) from None
+
+    parse.__name__ = "int"
+    return parse
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_memory(what: str, nbytes: int) -> None:
+    """CLIError if ``nbytes`` (for ``what``) exceed the available memory, before allocating."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise CLIError(
+            f"{what} need {nbytes / 2**30:.1f} GiB, but only {available / 2**30:.1f} GiB "
+            "of memory are available"
+        )
+
+
 def read_error(path: str | os.PathLike[str], error: OSError) -> CLIError:
     """The one-line error for a file that cannot be read."""
     return CLIError(describe_os_error(path, error))
 
 
 def write_error(path: str | os.PathLike[str], error: OSError) -> CLIError:
-    """The one-line error for a file that cannot be written."""
-    return CLIError(describe_os_error(path, error, writing=True))
+    """The one-line error for a file that cannot be written.
+
+    Names the file the error names when there is one (a ``.bin``'s sidecar, say),
+    else ``path``; ``_io`` makes errors name targets, never temporaries.
+    """
+    return CLIError(describe_os_error(error.filename or path, error, writing=True))
 
 
 def read_text(path: str | os.PathLike[str] | None) -> str:

@@ -9,7 +9,15 @@ import os
 import numpy as np
 
 from flax_embed._io import atomic_open
-from flax_embed.cli._common import SAMPLE_TEXT, CLIError, read_text, write_error
+from flax_embed.cli._common import (
+    INT32_MAX,
+    SAMPLE_TEXT,
+    CLIError,
+    check_memory,
+    int_option,
+    read_text,
+    write_error,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -24,27 +32,42 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "installed, compares with the PyTorch version on the same weights.",
     )
     embed.add_argument("file", nargs="?", metavar="FILE", help="a UTF-8 text file")
-    embed.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
-    embed.add_argument("--max-length", type=int, default=4, help="tokens per window (default 4)")
-    embed.add_argument("--stride", type=int, default=4, help="tokens between windows (default 4)")
-    embed.add_argument("--features", type=int, default=256, help="embedding width (default 256)")
+    size = int_option(1, INT32_MAX)
+    embed.add_argument("--batch-size", type=size, default=8, help="windows per batch (default 8)")
+    embed.add_argument("--max-length", type=size, default=4, help="tokens per window (default 4)")
+    embed.add_argument("--stride", type=size, default=4, help="tokens between windows (default 4)")
+    embed.add_argument("--features", type=size, default=256, help="embedding width (default 256)")
     embed.add_argument(
         "--context-length",
-        type=int,
+        type=size,
         default=None,
         help="rows of the position table (default: --max-length, as in the seed)",
     )
-    embed.add_argument("--seed", type=int, default=0, help="PRNG seed of the weights (default 0)")
+    embed.add_argument(
+        "--seed",
+        type=int_option(-(2**63), 2**63 - 1),
+        default=0,
+        help="PRNG seed of the weights, a 64-bit integer (default 0)",
+    )
     embed.add_argument("--out", metavar="FILE.npy", help="save the (B, T, D) embeddings here")
     embed.add_argument("--json", action="store_true", help="print one JSON object instead")
     embed.set_defaults(run=run)
+
+
+class _Writer:
+    """A file seen only through ``write``."""
+
+    def __init__(self, file):
+        self.write = file.write
 
 
 def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Writes ``array`` to ``path`` via a temporary file and a rename: never half a file."""
     try:
         with atomic_open(path) as f:
-            np.save(f, array)
+            # Through f.write (not ndarray.tofile, which np.save uses on real files and
+            # whose errors lose their errno): a full disk reads "No space left on device".
+            np.save(_Writer(f), array)
     except OSError as e:
         raise write_error(path, e) from None
 
@@ -71,10 +94,24 @@ def run(args: argparse.Namespace) -> int:
         )
         model = InputEmbedding(context_length=context_length, features=args.features)
         inputs_BxT, _ = next(iter(loader))
+        # float32 tables and output; checked before JAX allocates (it would fail with a
+        # traceback, or the kernel would kill the process).
+        rows = model.vocab_size + context_length
+        check_memory(
+            f"the tables ({rows} x {args.features} float32) and the embeddings",
+            4 * args.features * (rows + inputs_BxT.size),
+        )
         params = model.init(jax.random.key(args.seed), inputs_BxT)
         embeddings_BxTxD = np.asarray(jax.jit(model.apply)(params, inputs_BxT))
     except (ValueError, TokenizerUnavailableError) as e:
         raise CLIError(str(e)) from None
+    except (MemoryError, jax.errors.JaxRuntimeError) as e:
+        # Passed check_memory, yet too large once allocated (other processes, overheads).
+        if not isinstance(e, MemoryError) and "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        raise CLIError(
+            f"out of memory for {args.features}-wide tables ({str(e).splitlines()[0][:200]})"
+        ) from None
 
     torch_diff = torch_difference(params, inputs_BxT, embeddings_BxTxD)
     if args.out:

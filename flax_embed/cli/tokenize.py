@@ -18,17 +18,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from flax_embed.cli._common import CLIError, read_error, write_error
+from flax_embed.cli._common import CLIError, int_option, read_error, write_error
 from flax_embed.data.parallel_tokenize import default_workers, iter_encode_parallel
 from flax_embed.data.token_files import TokenFileWriter
 from flax_embed.tokenizer import ENDOFTEXT, TokenizerUnavailableError
 
-__all__ = ["BLOCK_BYTES", "PROGRESS_MIN_BYTES", "add_parser", "run"]
+__all__ = ["BLOCK_BYTES", "MAX_WORKERS", "PROGRESS_MIN_BYTES", "add_parser", "run"]
 
 BLOCK_BYTES = 16 << 20
 """Bytes of text read at a time."""
 PROGRESS_MIN_BYTES = 4 << 20
 """Inputs of at least this many bytes in all get a progress bar (on stderr)."""
+MAX_WORKERS = 1024
+"""The most threads ``--workers`` takes."""
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -46,7 +48,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "-o", "--out", required=True, metavar="TOKENS", help="the token file: *.npy or *.bin"
     )
     tokenize.add_argument(
-        "--workers", type=int, default=None, help="threads (default: the number of cores)"
+        "--workers",
+        type=int_option(1, MAX_WORKERS),
+        default=None,
+        help=f"threads, 1 to {MAX_WORKERS} (default: the number of cores)",
     )
     tokenize.add_argument(
         "--no-eot",
@@ -106,14 +111,11 @@ def run(args: argparse.Namespace) -> int:
                 yield ENDOFTEXT
             yield from _text_blocks(path, progress)
 
-    try:
-        writer = TokenFileWriter(out)
-    except OSError as e:
-        raise write_error(out, e) from None
     progress = tqdm(total=total, unit="B", unit_scale=True, desc="tokenize", file=sys.stderr,
                     disable=total < PROGRESS_MIN_BYTES)  # fmt: skip
     try:
-        with writer, progress:
+        # Made inside the `with`: an interrupt right after it is made still removes it.
+        with progress, TokenFileWriter(out) as writer:
             for ids_N in iter_encode_parallel(pieces(progress), workers=workers):
                 writer.write(ids_N)
     except TokenizerUnavailableError as e:

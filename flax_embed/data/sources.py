@@ -17,8 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from flax_embed._validation import check_ids_1d, check_positive_int
-from flax_embed.data.token_files import open_token_file
+from flax_embed._validation import as_token_ids, check_ids_1d, check_positive_int
+from flax_embed.data.token_files import TokenFileError, open_token_file
 
 __all__ = ["Batch", "SlidingWindowDataset", "TokenFileDataset", "WindowSource"]
 
@@ -70,9 +70,8 @@ class SlidingWindowDataset:
         if tokens_N.size == 0:
             tokens_N = tokens_N.astype(np.int32)
         if tokens_N.dtype.itemsize > 4 or tokens_N.dtype == np.uint32:
-            if tokens_N.size and (tokens_N.min() < 0 or tokens_N.max() > np.iinfo(np.int32).max):
-                raise ValueError("token_ids do not fit in int32")
-            tokens_N = tokens_N.astype(np.int32)
+            # int32, checked: an int64 id >= 2**31 would wrap at jit's boundary.
+            tokens_N = as_token_ids(tokens_N, vocab_size=2**31)
         n = tokens_N.shape[0]
         if n < self.max_length + 1:
             raise ValueError(
@@ -179,6 +178,8 @@ class TokenFileDataset(SlidingWindowDataset):
         self.vocab_size = vocab_size
         tokens_N, vocab = open_token_file(self.path, vocab_size, check_ids)
         self._mapping = getattr(tokens_N, "_mmap", None)
+        # The mapping's end in the file: reads check that the file still reaches it.
+        self._mapped_end = getattr(tokens_N, "offset", 0) + tokens_N.nbytes
         if tokens_N.dtype == np.uint32:
             # The base class would copy uint32 into int32; a view is exact for ids < 2**31.
             if vocab > 2**31:
@@ -192,13 +193,38 @@ class TokenFileDataset(SlidingWindowDataset):
         if self._reads >= self.RELEASE_EVERY:
             self.release_pages()
 
+    def check_size(self) -> None:
+        """Raises TokenFileError if the file is now shorter than when it was mapped.
+
+        Called before every read: reading a page past the end of a file that another
+        process truncated kills the process with SIGBUS, which no exception handler
+        sees. One ``fstat`` (about a microsecond). What remains: a truncation between
+        this check and the read (microseconds) still ends in SIGBUS; a file
+        *replaced* by a rename is not an error (the old one stays mapped, whole);
+        content rewritten in place is read as it now is.
+        """
+        if self._mapping is None:
+            return
+        try:
+            size = self._mapping.size()
+        except (OSError, ValueError):  # closed
+            return
+        if size < self._mapped_end:
+            raise TokenFileError(
+                f"{self.path}: truncated while in use: {size} bytes, but {self._mapped_end} "
+                "were mapped (another process shortened it); reading on would crash "
+                "the process (SIGBUS)"
+            )
+
     def __getitem__(self, index: int) -> Batch:
+        self.check_size()
         pair = super().__getitem__(index)
         self._count_reads(1)
         return pair
 
     def gather(self, indices_B: np.ndarray) -> Batch:
         indices_B = np.asarray(indices_B, dtype=np.intp)
+        self.check_size()
         step = self.RELEASE_EVERY
         if indices_B.shape[0] <= step:
             batch = super().gather(indices_B)

@@ -7,25 +7,40 @@ Two layouts, chosen by the file name:
 * ``tokens.bin`` — the raw little-endian ids, with a JSON sidecar ``tokens.bin.json``::
 
     {"format": "flax-embed token ids", "dtype": "uint16", "byteorder": "little",
-     "vocab_size": 50257, "count": 1234}
+     "vocab_size": 50257, "count": 1234, "bytes": 2468, "crc32": 123456789,
+     "complete": true}
 
 The ids are ``uint16`` when the vocabulary fits (at most 65,536 ids, GPT-2 included),
 else ``uint32``. Writes go to a temporary file beside the target and are renamed into
-place (``os.replace``), so a reader never sees half a file. Reads memory-map the
+place (``_io.AtomicFile``), so a reader never sees half a file.
+
+A ``.bin`` and its sidecar are two files, which no filesystem renames together. The
+writer makes them a pair that a reader accepts whole or not at all: it writes the new
+sidecar first, marked ``"complete": false``, then renames the data into place, then
+rewrites the sidecar as ``"complete": true``. ``bytes`` and ``crc32`` (of the data)
+tie the sidecar to its data. A write interrupted between the steps leaves a sidecar
+marked incomplete, which readers report as a *half-written pair* (write the file
+again); a sidecar marked complete whose data differs in size (or, when the ids are
+checked, in CRC-32) is reported as a *corrupt* pair. A ``.bin`` is never left
+without a sidecar by the writer. Sidecars without ``bytes``/``crc32``/``complete``
+(written by older versions) are read as before. Reads memory-map the
 file; ``TokenFileDataset`` (``SlidingWindowDataset.from_file``) iterates windows of
 it with resident memory bounded by the batch, not by the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
-import tempfile
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from flax_embed._io import new_file_mode
+from flax_embed._io import AtomicFile, atomic_open
 from flax_embed._validation import check_ids_1d, check_positive_int, first_out_of_range
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
 
@@ -49,6 +64,8 @@ _READABLE = {np.dtype("<u2"): "uint16", np.dtype("<u4"): "uint32", np.dtype("<i4
 # that the count can be filled in at the end without moving the data.
 _NPY_HEADER_BYTES = 128
 _CHECK_CHUNK_TOKENS = 1 << 23  # 8 Mi ids, 16-32 MB, per read when checking ids
+PAIR_WAIT = 1.0
+"""Seconds a reader waits for a ``.bin`` pair that a writer is replacing (see ``_open_pair``)."""
 
 
 class TokenFileError(ValueError):
@@ -108,12 +125,18 @@ class TokenFileWriter:
         self.dtype = token_dtype(vocab_size)
         self.vocab_size = int(vocab_size)
         self.count = 0
-        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in commit/abort)
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp", delete=False
-        )
-        os.fchmod(self._file.fileno(), new_file_mode())
-        if self.layout == "npy":
-            self._file.write(_npy_header(self.dtype, 0))
+        self._crc32 = 0
+        if self.layout == "bin" and sidecar_path(self.path).is_dir():
+            sidecar = sidecar_path(self.path)
+            raise IsADirectoryError(errno.EISDIR, "Is a directory (the sidecar)", str(sidecar))
+        self._atomic = AtomicFile(self.path)
+        self._file = self._atomic.file
+        try:
+            if self.layout == "npy":
+                self._file.write(_npy_header(self.dtype, 0))
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, ids_N) -> None:
         """Appends the ids ``ids_N`` (shape ``(N,)``, integers in ``[0, vocab_size)``).
@@ -133,44 +156,62 @@ class TokenFileWriter:
                 f"token id {ids_N[i]} at position {self.count + i} is outside "
                 f"[0, {self.vocab_size}) ({bad} of {ids_N.size} ids in this write)"
             )
-        self._file.write(ids_N.astype(self.dtype, copy=False).tobytes())
+        data = ids_N.astype(self.dtype, copy=False).tobytes()
+        self._file.write(data)
+        self._crc32 = zlib.crc32(data, self._crc32)
         self.count += ids_N.size
 
     def commit(self) -> Path:
-        """Finishes the file and renames it into place; returns ``path``."""
-        tmp = Path(self._file.name)
+        """Finishes the file and renames it into place; returns ``path``.
+
+        For ``.bin``: the sidecar marked incomplete, the data, the sidecar marked
+        complete (see the module's docstring). An exception before the data is in
+        place restores the old sidecar (or removes the new one); one after it
+        finishes the pair if it can.
+        """
         try:
             if self.layout == "npy":
                 self._file.seek(0)
                 self._file.write(_npy_header(self.dtype, self.count))
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            self._atomic.finish()
             if self.layout == "npy":
-                os.replace(tmp, self.path)
-            else:
-                # The new sidecar is written before the old files are touched; then only
-                # renames remain. The old sidecar goes first: a crash in between leaves a
-                # .bin without a sidecar (an error when read), never a new .bin described
-                # by an old sidecar.
-                sidecar = sidecar_path(self.path)
-                staged = sidecar.with_name(f".{sidecar.name}.new")
-                try:
-                    staged.write_text(json.dumps(self._sidecar(), indent=1) + "\n")
-                    sidecar.unlink(missing_ok=True)
-                    os.replace(tmp, self.path)
-                    os.replace(staged, sidecar)
-                finally:
-                    staged.unlink(missing_ok=True)
+                self._atomic.rename()
+                return self.path
         except BaseException:
             self.abort()
+            raise
+        sidecar = sidecar_path(self.path)
+        try:
+            old = sidecar.read_bytes()
+        except FileNotFoundError:
+            old = None
+        except BaseException:
+            self.abort()
+            raise
+        data_in_place = False
+        try:
+            _write_sidecar(sidecar, {**self._sidecar(), "complete": False})
+            self._atomic.rename()
+            data_in_place = True
+            _write_sidecar(sidecar, self._sidecar())
+        except BaseException:
+            if data_in_place:  # finish the pair: one small write (a KeyboardInterrupt, say)
+                with contextlib.suppress(Exception):
+                    _write_sidecar(sidecar, self._sidecar())
+            else:
+                self.abort()
+                with contextlib.suppress(Exception):
+                    if old is None:
+                        sidecar.unlink(missing_ok=True)
+                    else:
+                        with atomic_open(sidecar) as f:
+                            f.write(old)
             raise
         return self.path
 
     def abort(self) -> None:
         """Deletes the temporary file; ``path`` is left as it was."""
-        self._file.close()
-        Path(self._file.name).unlink(missing_ok=True)
+        self._atomic.abort()
 
     def _sidecar(self) -> dict:
         return {
@@ -179,6 +220,9 @@ class TokenFileWriter:
             "byteorder": "little",
             "vocab_size": self.vocab_size,
             "count": self.count,
+            "bytes": self.count * self.dtype.itemsize,
+            "crc32": self._crc32,
+            "complete": True,
         }
 
     def __enter__(self) -> TokenFileWriter:
@@ -189,6 +233,12 @@ class TokenFileWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _write_sidecar(sidecar: Path, meta: dict) -> None:
+    """Writes a sidecar atomically; an error names the sidecar."""
+    with atomic_open(sidecar, "w") as f:
+        f.write(json.dumps(meta, indent=1) + "\n")
 
 
 def write_token_file(
@@ -214,15 +264,45 @@ def write_token_file(
     return writer.path
 
 
-def _read_sidecar(path: Path) -> tuple[np.dtype, int, int]:
-    """``(dtype, count, vocab_size)`` from a ``.bin`` file's sidecar, checked."""
+def _sidecar_bytes(path: Path) -> bytes | None:
+    """The raw sidecar of ``path``, None when there is none; an OSError names the sidecar."""
     sidecar = sidecar_path(path)
     try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        return sidecar.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        e.filename = str(sidecar)
+        raise
+
+
+def _marked_incomplete(raw: bytes | None) -> bool:
+    if raw is None:
+        return False
+    try:
+        meta = json.loads(raw)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("complete", True) is False
+
+
+def _read_sidecar(path: Path, raw: bytes | None) -> tuple[np.dtype, int, int, int | None]:
+    """``(dtype, count, vocab_size, crc32)`` from a ``.bin`` file's sidecar ``raw``, checked.
+
+    Raises TokenFileError for a missing (``raw=None``), malformed or incomplete
+    (half-written) sidecar.
+    """
+    sidecar = sidecar_path(path)
+    try:
+        if raw is None:
+            raise FileNotFoundError
+        meta = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise TokenFileError(
             f"{path}: no sidecar {sidecar.name} (a raw .bin token file needs it for its dtype, "
-            "vocabulary and count; write token files with write_token_file or flax-embed tokenize)"
+            "vocabulary and count; flax-embed never leaves a .bin without one, so it was "
+            "deleted or not copied; write token files with write_token_file or "
+            "flax-embed tokenize)"
         ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TokenFileError(f"{sidecar}: not a JSON sidecar ({e})") from None
@@ -240,12 +320,27 @@ def _read_sidecar(path: Path) -> tuple[np.dtype, int, int]:
     dtype, count, vocab = names[meta["dtype"]], meta["count"], meta["vocab_size"]
     if count < 0 or vocab < 1:
         raise TokenFileError(f"{sidecar}: count {count} or vocab_size {vocab} is out of range")
+    if meta.get("complete", True) is not True:
+        raise TokenFileError(
+            f"{path}: half-written pair: its sidecar {sidecar.name} is marked incomplete, "
+            "so a write of this token file was interrupted between its two files "
+            "(the data may be the old or the new one); write it again"
+        )
+    for key in ("bytes", "crc32"):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TokenFileError(f"{sidecar}: {key!r} must be an int, got {value!r}")
+    if meta.get("bytes") is not None and meta["bytes"] != count * dtype.itemsize:
+        raise TokenFileError(
+            f"{sidecar}: disagrees with itself: {count} {dtype.name} ids are "
+            f"{count * dtype.itemsize} bytes, not {meta['bytes']}"
+        )
     if vocab - 1 > np.iinfo(dtype).max:
         raise TokenFileError(
             f"{sidecar}: disagrees with itself: dtype {meta['dtype']} cannot hold the ids of a "
             f"{vocab}-id vocabulary"
         )
-    return dtype, count, vocab
+    return dtype, count, vocab, meta.get("crc32")
 
 
 def _read_npy_header(path: Path, f) -> tuple[np.dtype, int]:
@@ -270,18 +365,19 @@ def _read_npy_header(path: Path, f) -> tuple[np.dtype, int]:
     return dtype, shape[0]
 
 
-def _inspect(path: Path, vocab_size: int | None) -> tuple[np.dtype, int, int, int]:
-    """Checks a token file's layout; returns ``(dtype, count, data_offset, vocab_size)``."""
-    layout = _layout_of(path)
-    size = path.stat().st_size  # FileNotFoundError etc. say what is wrong already
-    if layout == "npy":
-        with open(path, "rb") as f:
-            dtype, count = _read_npy_header(path, f)
-            offset = f.tell()
+def _inspect(
+    path: Path, f, sidecar: bytes | None, vocab_size: int | None
+) -> tuple[np.dtype, int, int, int, int | None]:
+    """Checks an open token file's layout; returns ``(dtype, count, data_offset, vocab, crc32)``."""
+    crc32 = None
+    size = os.fstat(f.fileno()).st_size
+    if _layout_of(path) == "npy":
+        dtype, count = _read_npy_header(path, f)
+        offset = f.tell()
         vocab = GPT2_VOCAB_SIZE if vocab_size is None else vocab_size
         described = f"its header says {count} {dtype.name} ids"
     else:
-        dtype, count, recorded = _read_sidecar(path)
+        dtype, count, recorded, crc32 = _read_sidecar(path, sidecar)
         offset = 0
         if vocab_size is not None and recorded > vocab_size:
             raise TokenFileError(
@@ -294,34 +390,86 @@ def _inspect(path: Path, vocab_size: int | None) -> tuple[np.dtype, int, int, in
     if size != expected:
         what = "truncated" if size < expected else "longer than described"
         raise TokenFileError(
-            f"{path}: {what}: {size - offset} bytes of ids, but {described} = "
+            f"{path}: corrupt: {what}: {size - offset} bytes of ids, but {described} = "
             f"{count * dtype.itemsize} bytes "
             "(a partial copy, or a sidecar or dtype from another file?)"
         )
-    return dtype, count, offset, vocab
+    return dtype, count, offset, vocab, crc32
 
 
-def _check_ids(path: Path, dtype: np.dtype, count: int, offset: int, vocab_size: int) -> None:
-    """Raises TokenFileError naming the first id outside ``[0, vocab_size)``; O(chunk) memory."""
+def _open_pair(path: Path):
+    """``(open data file, its sidecar's bytes)``, consistent although a writer may be at work.
+
+    A ``.bin`` and its sidecar are two files. The sidecar is read before and after
+    the data file is opened; when both reads agree and it is marked complete, the
+    open file is the data it describes (the writer renames the data in between a
+    sidecar marked incomplete and one marked complete). Otherwise a writer is at
+    work: it is tried again for up to ``PAIR_WAIT`` seconds, after which a sidecar
+    still marked incomplete is reported as a half-written pair.
+    """
+    if _layout_of(path) == "npy":
+        return open(path, "rb"), None
+    deadline = time.monotonic() + PAIR_WAIT
+    while True:
+        before = _sidecar_bytes(path)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed by the caller)
+        except FileNotFoundError:
+            if before is None:
+                raise
+            f = None
+        after = _sidecar_bytes(path)
+        settled = before == after and not _marked_incomplete(after)
+        if f is not None and settled:
+            return f, after
+        if f is not None:
+            f.close()
+        if time.monotonic() >= deadline or (settled and f is None):
+            break
+        time.sleep(0.01)
+    _read_sidecar(path, after)  # a half-written pair or a malformed sidecar says so
+    if f is None:
+        raise TokenFileError(
+            f"{path}: no such file, but its sidecar {sidecar_path(path).name} is there "
+            "(the data was deleted or not copied)"
+        )
+    raise TokenFileError(f"{path}: its sidecar kept changing for {PAIR_WAIT} s (a writer at work?)")
+
+
+def _check_ids(
+    path: Path, f, dtype: np.dtype, count: int, offset: int, vocab_size: int, crc32: int | None
+) -> None:
+    """Raises TokenFileError naming the first id outside ``[0, vocab_size)``; O(chunk) memory.
+
+    With ``crc32`` (a ``.bin``'s sidecar records it), also checks the data's CRC-32.
+    """
+    crc = 0
     buffer = bytearray(_CHECK_CHUNK_TOKENS * dtype.itemsize)
-    with open(path, "rb") as f:
-        f.seek(offset)
-        start = 0
-        while start < count:
-            n = min(_CHECK_CHUNK_TOKENS, count - start)
-            view = memoryview(buffer)[: n * dtype.itemsize]
-            if f.readinto(view) != len(view):
-                raise TokenFileError(f"{path}: truncated while reading (changed on disk?)")
-            ids = np.frombuffer(view, dtype=dtype)
-            found = first_out_of_range(ids, vocab_size)
-            if found is not None:
-                i, _ = found
-                raise TokenFileError(
-                    f"{path}: token id {ids[i]} at position {start + i} is outside "
-                    f"[0, {vocab_size}) (vocab_size={vocab_size}; the file may be corrupt or "
-                    "tokenized with another vocabulary)"
-                )
-            start += n
+    f.seek(offset)
+    start = 0
+    while start < count:
+        n = min(_CHECK_CHUNK_TOKENS, count - start)
+        view = memoryview(buffer)[: n * dtype.itemsize]
+        if f.readinto(view) != len(view):
+            raise TokenFileError(f"{path}: truncated while reading (changed on disk?)")
+        if crc32 is not None:
+            crc = zlib.crc32(view, crc)
+        ids = np.frombuffer(view, dtype=dtype)
+        found = first_out_of_range(ids, vocab_size)
+        if found is not None:
+            i, _ = found
+            raise TokenFileError(
+                f"{path}: token id {ids[i]} at position {start + i} is outside "
+                f"[0, {vocab_size}) (vocab_size={vocab_size}; the file may be corrupt or "
+                "tokenized with another vocabulary)"
+            )
+        start += n
+    if crc32 is not None and crc != crc32:
+        raise TokenFileError(
+            f"{path}: corrupt: its CRC-32 is {crc}, but its sidecar {sidecar_path(path).name} "
+            f"says {crc32} (the data changed after it was written, or the pair was put "
+            "together from two files)"
+        )
 
 
 def open_token_file(
@@ -330,12 +478,16 @@ def open_token_file(
     path = Path(path)
     if vocab_size is not None:
         token_dtype(vocab_size)  # type and range
-    dtype, count, offset, vocab = _inspect(path, vocab_size)
-    if check_ids and count:
-        _check_ids(path, dtype, count, offset, vocab)
-    if count == 0:  # mmap cannot map an empty range
-        return np.zeros(0, dtype), vocab
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,)), vocab
+    # One open file for the header, the checks and the mapping: a file replaced by a
+    # rename meanwhile is not mixed up with its successor.
+    f, sidecar = _open_pair(path)
+    with f:
+        dtype, count, offset, vocab, crc32 = _inspect(path, f, sidecar, vocab_size)
+        if check_ids and count:
+            _check_ids(path, f, dtype, count, offset, vocab, crc32)
+        if count == 0:  # mmap cannot map an empty range
+            return np.zeros(0, dtype), vocab
+        return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=(count,)), vocab
 
 
 def read_token_file(

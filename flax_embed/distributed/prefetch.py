@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -32,8 +33,13 @@ class DevicePrefetcher:
     The wrapped iterator belongs to the thread: call ``set_state`` on it before
     wrapping, never while it is wrapped.
 
-    Use it as a context manager (or call ``close()``) to stop the thread early.
+    Use it as a context manager (or call ``close()``) to stop the thread early;
+    ``close()`` returns within ``CLOSE_TIMEOUT`` seconds whatever the wrapped
+    iterator does, and the thread is a daemon (it never keeps the process alive).
     """
+
+    CLOSE_TIMEOUT = 1.0
+    """Seconds ``close()`` waits for a thread blocked in the wrapped iterator."""
 
     def __init__(self, iterator: Iterable[Any], size: int = 2, sharding: Sharding | None = None):
         self.size = check_positive_int("size", size)
@@ -105,17 +111,34 @@ class DevicePrefetcher:
             raise TypeError(f"{type(self._iterator).__name__} has no get_state()")
         return self._state
 
-    def close(self) -> None:
-        """Stops the thread and drops the prefetched batches."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Stops the thread and drops the prefetched batches; returns within ``timeout`` seconds.
+
+        The thread stops at its next step. If it is blocked inside the wrapped
+        iterator (a producer waiting on a socket, a lock, a slow disk), ``close``
+        does not wait for it past ``timeout`` (default ``CLOSE_TIMEOUT``, 1 s): it
+        returns False and leaves the thread to finish that step and exit on its
+        own. The thread is a daemon, so it never keeps the process alive, and it
+        hands out nothing more once closed.
+
+        Returns:
+          True when the thread has stopped, False when it was still blocked.
+        """
+        timeout = self.CLOSE_TIMEOUT if timeout is None else timeout
         self._stop.set()
         self._finished = True
+        deadline = time.monotonic() + timeout
         while self._thread.is_alive():
             try:
                 while True:
                     self._queue.get_nowait()
             except queue.Empty:
                 pass
-            self._thread.join(timeout=0.05)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._thread.join(timeout=min(0.05, remaining))
+        return True
 
     def __enter__(self) -> DevicePrefetcher:
         return self

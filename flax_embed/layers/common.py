@@ -43,7 +43,8 @@ def lookup(table_VxD: jax.Array, ids: jax.Array) -> jax.Array:
     The ids must already be checked (``_validation.check_inputs``); an id out of
     range that slips through under ``jit`` gives a NaN row, never a clamped or
     wrapped one, and ``checkify.index_checks`` reports it (a negative id as index
-    ``V``, where it was sent).
+    ``V``, where it was sent). (An int64 id passed to ``jax.jit`` with x64 off is
+    wrapped to int32 by JAX before it gets here: see ``_validation.as_token_ids``.)
     """
     if jnp.issubdtype(ids.dtype, jnp.signedinteger):
         # JAX indexing wraps negative ids as NumPy does (-1 is the last row); send them past

@@ -57,14 +57,27 @@ class InputEmbedding(nn.Module):
     ValueError naming the first bad entry. Inside ``jit`` only shapes are known
     (``T > context_length`` still raises at trace time); wrap the jitted function in
     ``jax.experimental.checkify.checkify(..., errors=checkify.index_checks)`` to
-    have out-of-range ids reported there too (see docs/modules.md).
+    have out-of-range ids reported there too (see docs/modules.md). Under ``vmap`` outside
+    ``jit`` the ids are checked too, on a best-effort basis (see
+    ``_validation._batched_value``); under ``jit`` an id out of range that slips
+    through gives a NaN row, never another id's row.
+
+    64-bit ids and ``jit``: with JAX's default ``jax_enable_x64=False``, ``jax.jit``
+    narrows an int64 argument to int32 *at the call*, before this module sees it:
+    an id of ``2**32 + 5`` arrives as ``5`` and embeds as id 5's row, with no NaN
+    and no error (positions likewise). Nothing inside the module can tell. So pass
+    int32 ids (``encode``, ``Batcher`` and the token-file readers never give
+    anything else), or check other ids on the host first with
+    ``flax_embed.as_token_ids(ids, vocab_size=...)``, which sees the 64-bit values.
+    Outside ``jit`` 64-bit ids are checked as they are.
 
     Attributes:
       vocab_size: number of token ids, ``V``.
       context_length: number of positions, ``C``; the longest sequence it embeds.
       features: embedding width, ``D``.
-      dtype: the dtype of the computation (default: that of the params).
-      param_dtype: the dtype of the tables.
+      dtype: the dtype of the computation (default: that of the params); floating
+        point (an integer dtype is refused: it would truncate the tables).
+      param_dtype: the dtype of the tables; floating point.
       embedding_init: initializer of both tables; N(0, 1) as in torch.
       dropout_rate: embedding dropout after the sum (the book's ``drop_emb``);
         0.0, the default, applies none and leaves the outputs bit for bit unchanged.
@@ -99,7 +112,14 @@ class InputEmbedding(nn.Module):
         return self.embedding_init
 
     def setup(self):
-        check_module_options(self.vocab_size, self.context_length, self.features, self.dropout_rate)
+        check_module_options(
+            self.vocab_size,
+            self.context_length,
+            self.features,
+            self.dropout_rate,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
         embed: dict[str, Any] = dict(
             features=self.features, dtype=self.dtype, param_dtype=self.param_dtype
         )

@@ -107,7 +107,9 @@ class InputEmbedding(nnx.Module):
         logical_axes: bool = False,
         rngs: nnx.Rngs,
     ):
-        check_module_options(vocab_size, context_length, features, dropout_rate)
+        check_module_options(
+            vocab_size, context_length, features, dropout_rate, dtype=dtype, param_dtype=param_dtype
+        )
         self.vocab_size = vocab_size
         self.context_length = context_length
         self.features = features

@@ -110,7 +110,7 @@ def test_unreadable_file(tmp_path, capsys):
 )
 def test_option_below_one_is_one_line_error(option, capsys):
     assert main(["embed", option, "0"]) == 2
-    assert f"{option[2:].replace('-', '_')} must be at least 1" in capsys.readouterr().err
+    assert f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_save_into_a_missing_folder_is_one_line(tmp_path, capsys):

@@ -152,7 +152,7 @@ def test_a_failed_run_keeps_the_old_output(tmp_path, corpus, capsys):
     [
         (["-o", "tokens.txt"], "must end in .npy or .bin"),
         (["-o", "no/such/dir/t.npy"], "cannot write"),
-        (["-o", "t.npy", "--workers", "0"], "--workers must be at least 1"),
+        (["-o", "t.npy", "--workers", "0"], "argument --workers: must be at least 1"),
     ],
 )
 def test_bad_options(tmp_path, corpus, capsys, monkeypatch, extra, message):

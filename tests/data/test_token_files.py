@@ -1,6 +1,7 @@
 import json
 import pickle
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,9 @@ def test_bin_sidecar_says_dtype_vocab_and_count(tmp_path, ids):
     write_token_file(tmp_path / "t.bin", ids)
     meta = json.loads(sidecar_path(tmp_path / "t.bin").read_text())
     assert meta == {"format": "flax-embed token ids", "dtype": "uint16", "byteorder": "little",
-                    "vocab_size": GPT2_VOCAB_SIZE, "count": len(ids)}  # fmt: skip
+                    "vocab_size": GPT2_VOCAB_SIZE, "count": len(ids), "bytes": 2 * len(ids),
+                    "crc32": zlib.crc32(np.asarray(ids, "<u2").tobytes()),
+                    "complete": True}  # fmt: skip
     assert (tmp_path / "t.bin").stat().st_size == 2 * len(ids)
 
 

@@ -1,0 +1,84 @@
+"""Helpers of the fault-injection suite: run writers in children, kill them, see what is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flax_embed._io import TEMP_MARK
+
+REPO = Path(__file__).resolve().parents[2]
+HARNESS = Path(__file__).with_name("_harness.py")
+
+
+_JAX_CACHE: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_jax_cache(tmp_path_factory):
+    """One JAX compilation cache for the suite's children: each embed compiles once, not 6 times."""
+    _JAX_CACHE.append(str(tmp_path_factory.mktemp("jax-cache")))
+    yield
+    _JAX_CACHE.clear()
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    if _JAX_CACHE:
+        env.setdefault("JAX_COMPILATION_CACHE_DIR", _JAX_CACHE[0])
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    return env
+
+
+def run_scenarios(scenarios: list[dict]) -> list[dict]:
+    """Runs ``scenarios`` in forked children of one harness process (see ``_harness.py``)."""
+    proc = subprocess.run(
+        [sys.executable, str(HARNESS)],
+        input=json.dumps(scenarios),
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def run_cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m flax_embed ARGV`` in a fresh process."""
+    kwargs.setdefault("capture_output", True)
+    return subprocess.run(
+        [sys.executable, "-m", "flax_embed", *argv],
+        text=True,
+        env=child_env(),
+        timeout=120,
+        **kwargs,
+    )
+
+
+def ours(folder: Path) -> list[str]:
+    """The temporaries of ours in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if TEMP_MARK in p.name)
+
+
+def assert_one_line(err: str) -> None:
+    """Exactly one line on stderr, and no traceback."""
+    assert err.count("\n") == 1 and err.endswith("\n") and "Traceback" not in err, err
+
+
+@pytest.fixture
+def corpus(tmp_path_factory) -> Path:
+    """A small UTF-8 text file."""
+    from flax_embed.data.samples import sample_text
+
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(sample_text() * 4, encoding="utf-8")
+    return path
