@@ -76,7 +76,7 @@ def bounded(check: str, backend: str, ours, ref, bound, *, what: str = "") -> Ch
 # --- sinusoidal tables -----------------------------------------------------------------------
 
 SINUSOIDAL_BOUNDS = {
-    # variant: (ρ, ε): |Δ| <= θ·ρ + ε at angle θ. Ours: ω rounded once (U), θ = fl(p·ω)
+    # variant: (rho, ε): |Δ| <= θ·rho + ε at angle θ. Ours: ω rounded once (U), θ = fl(p·ω)
     # (U), sin/cos within 1 ULP (2U). DistilBERT/Marian: float64 then rounded (U).
     "interleaved": (2 * U, 3 * U),
     "concat": (2 * U, 3 * U),
@@ -126,8 +126,11 @@ def sinusoidal_rows(backend: str, sizes=SINUSOIDAL_SIZES) -> list[CheckResult]:
         rho, eps = SINUSOIDAL_BOUNDS[variant]
         for n, d in sizes:
             with on_backend(backend):
-                ours = np.asarray(jax.jit(P.sinusoidal_table, static_argnums=(0, 1),
-                                          static_argnames="variant")(n, d, variant=variant))  # fmt: skip
+                ours = np.asarray(
+                    jax.jit(P.sinusoidal_table, static_argnums=(0, 1), static_argnames="variant")(
+                        n, d, variant=variant
+                    )
+                )
             ref = _sinusoidal_reference(variant, n, d)
             bound = _sinusoidal_angles(variant, n, d) * rho + eps
             rows.append(
@@ -173,27 +176,37 @@ class RopeCase:
 ROPE_CASES = (
     RopeCase("default θ=1e4", 64, {"rope_type": "default", "rope_theta": 10000.0}),
     RopeCase("default θ=5e5 d=128", 128, {"rope_type": "default", "rope_theta": 500000.0}),
-    RopeCase("linear ×4", 64, {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}),
-    RopeCase("dynamic ×2", 64, {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}),
+    RopeCase("linear x4", 64, {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}),
+    RopeCase("dynamic x2", 64, {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}),
     RopeCase(
         "llama3",
         128,
-        {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+        {
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
         max_position_embeddings=131072,
-    ),  # fmt: skip
+    ),
     RopeCase(
-        "yarn ×4",
+        "yarn x4",
         64,
-        {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
-         "original_max_position_embeddings": 4096},
+        {
+            "rope_type": "yarn",
+            "rope_theta": 10000.0,
+            "factor": 4.0,
+            "original_max_position_embeddings": 4096,
+        },
         max_position_embeddings=16384,
-    ),  # fmt: skip
+    ),
 )
 
 
 def inv_freq_bound(rope: P.RoPE, positions: np.ndarray) -> float:
-    """Relative bound ``ρ_ω`` on ``|ω_ours - ω_HF| / ω``.
+    """Relative bound ``rho_w`` on ``|ω_ours - ω_HF| / ω``.
 
     Both follow the same float32 operations; they differ in ``pow``: ours is rounded
     once from float64 (``U``), torch's float32 ``pow`` is within 1 ULP (``2U``): 3U.
@@ -252,17 +265,29 @@ def rope_rows(case: RopeCase, backend: str) -> list[CheckResult]:
         cos, sin = (np.asarray(a) for a in jax.jit(rope.cos_sin)(pos_T))
     hf_inv = module.inv_freq.numpy()
     rows.append(
-        bounded(f"RoPE {case.name} inv_freq vs HF", backend, inv, hf_inv, rho * np.abs(hf_inv),
-                what=f"|Δω| <= {rho / U:.1f}U·ω")  # fmt: skip
+        bounded(
+            f"RoPE {case.name} inv_freq vs HF",
+            backend,
+            inv,
+            hf_inv,
+            rho * np.abs(hf_inv),
+            what=f"|Δω| <= {rho / U:.1f}U·ω",
+        )
     )
     g = rope.attention_factor
     theta = pos_T.astype(np.float64)[:, None] * hf_inv.astype(np.float64)
-    # θ = fl(p·ω) on each side (2U); sin/cos within 1 ULP each side (4U); ×g rounded (2U·g).
+    # θ = fl(p·ω) on each side (2U); sin/cos within 1 ULP each side (4U); xg rounded (2U·g).
     cs_bound = g * (theta * (rho + 2 * U) + 4 * U) + 2 * U * g
     for name, ours, ref in (("cos", cos, cos_hf[0, :, :half]), ("sin", sin, sin_hf[0, :, :half])):
         rows.append(
-            bounded(f"RoPE {case.name} {name} p≤{MAX_POSITION} vs HF", backend, ours, ref.numpy(),
-                    cs_bound, what=f"|Δ| <= g·(θ·(ρ_ω+2U) + 4U) + 2U·g, g={g:.4g}")  # fmt: skip
+            bounded(
+                f"RoPE {case.name} {name} p≤{MAX_POSITION} vs HF",
+                backend,
+                ours,
+                ref.numpy(),
+                cs_bound,
+                what=f"|Δ| <= g·(θ·(rho_w+2U) + 4U) + 2U·g, g={g:.4g}",
+            )
         )
     rows += rope_apply_rows(case, rope, pos_T, backend, cs_bound)
     return rows
@@ -286,13 +311,20 @@ def rope_apply_rows(case: RopeCase, rope: P.RoPE, pos_T, backend, cs_bound) -> l
     with on_backend(backend):
         ours = np.asarray(jax.jit(rope.apply)(x_BxTxHxD, pos_T[None]))
     half = D // 2
-    pair = np.abs(x_BxTxHxD) + np.abs(np.concatenate([x_BxTxHxD[..., half:],
-                                                      x_BxTxHxD[..., :half]], -1))  # fmt: skip
+    pair = np.abs(x_BxTxHxD) + np.abs(
+        np.concatenate([x_BxTxHxD[..., half:], x_BxTxHxD[..., :half]], -1)
+    )
     g = rope.attention_factor
     cs = np.concatenate([cs_bound, cs_bound], -1)[None, :, None, :]
     return [
-        bounded(f"RoPE {case.name} apply (jit) 1x{pos_T.shape[0]}x{H}x{D} vs HF", backend, ours, ref,
-                pair * (cs + 4 * U * g), what="|Δo| <= (|x|+|r|)·(Δcs + 4U·g)")  # fmt: skip
+        bounded(
+            f"RoPE {case.name} apply (jit) 1x{pos_T.shape[0]}x{H}x{D} vs HF",
+            backend,
+            ours,
+            ref,
+            pair * (cs + 4 * U * g),
+            what="|Δo| <= (|x|+|r|)·(Δcs + 4U·g)",
+        )
     ]
 
 
@@ -323,9 +355,12 @@ def same_cos_sin_rows(backend: str) -> list[CheckResult]:
     x = rng.standard_normal((B, T, H, D), dtype=np.float32)
     pos = (np.arange(T)[None] + np.array([[0], [MAX_POSITION - T + 1]])).astype(np.int64)
     rows = []
-    for ref_name, layout, rotary_dim in (("Llama", "half", None), ("GPT-NeoX", "half", 16),
-                                         ("GPT-J", "interleaved", None),
-                                         ("GPT-J", "interleaved", 16)):  # fmt: skip
+    for ref_name, layout, rotary_dim in (
+        ("Llama", "half", None),
+        ("GPT-NeoX", "half", 16),
+        ("GPT-J", "interleaved", None),
+        ("GPT-J", "interleaved", 16),
+    ):
         rope = P.RoPE(D, layout=layout, rotary_dim=rotary_dim)
         d = rope.dim
         if layout == "interleaved":
@@ -348,8 +383,15 @@ def same_cos_sin_rows(backend: str) -> list[CheckResult]:
         with on_backend(backend):
             eager = np.asarray(rope.rotate(jnp.asarray(x), jnp.asarray(cos_h), jnp.asarray(sin_h)))
             jitted = np.asarray(jax.jit(rope.rotate)(x, cos_h, sin_h))
-        rows.append(compare(f"RoPE rotate, same cos/sin, no jit: {what}", backend, eager, ref,
-                            note="same float32 operations: bit-identical"))  # fmt: skip
+        rows.append(
+            compare(
+                f"RoPE rotate, same cos/sin, no jit: {what}",
+                backend,
+                eager,
+                ref,
+                note="same float32 operations: bit-identical",
+            )
+        )
         # The bound for the jitted one: per entry, with the pair partner as r.
         if layout == "half":
             partner = np.concatenate([x[..., d // 2 : d], x[..., : d // 2]], -1)
@@ -360,10 +402,19 @@ def same_cos_sin_rows(backend: str) -> list[CheckResult]:
             partner = pairs[..., ::-1].reshape(B, T, H, d)
             c = np.repeat(cos_h, 2, -1)[..., None, :]
             s = np.repeat(sin_h, 2, -1)[..., None, :]
-        bound = np.concatenate([fma_bound(x[..., :d], partner, c, s),
-                                np.zeros(x[..., d:].shape)], -1)  # fmt: skip
-        rows.append(bounded(f"RoPE rotate, same cos/sin, jit: {what}", backend, jitted, ref, bound,
-                            what="XLA fma contraction: |Δ| <= U·(3|x·c| + 2|r·s|)"))  # fmt: skip
+        bound = np.concatenate(
+            [fma_bound(x[..., :d], partner, c, s), np.zeros(x[..., d:].shape)], -1
+        )
+        rows.append(
+            bounded(
+                f"RoPE rotate, same cos/sin, jit: {what}",
+                backend,
+                jitted,
+                ref,
+                bound,
+                what="XLA fma contraction: |Δ| <= U·(3|x·c| + 2|r·s|)",
+            )
+        )
     return rows
 
 
@@ -384,8 +435,8 @@ def rope_permute_rows(backend: str) -> list[CheckResult]:
     ``rope_permute``-d twin (half layout, Llama's rotation), both in torch with the
     same angles. The rotations pair the same values with the same cos/sin, so the
     rotated q and k are permutations of each other up to the projection's own
-    rounding; ``|Δscore| <= Σ(|Δq||k| + |q||Δk|) + 2γ_D·Σ|q||k|``, with
-    ``|Δq_i| <= 2γ_m·Σ_j|x_j||W_ij|`` (``γ_n = n·U/(1 - n·U)``, ``m = d_model``).
+    rounding; ``|Δscore| <= Σ(|Δq||k| + |q||Δk|) + 2gamma_D·Σ|q||k|``, with
+    ``|Δq_i| <= 2gamma_m·Σ_j|x_j||W_ij|`` (``gamma_n = n·U/(1 - n·U)``, ``m = d_model``).
     """
     from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb as gptj_apply
     from transformers.models.gptj.modeling_gptj import create_sinusoidal_positions
@@ -401,11 +452,24 @@ def rope_permute_rows(backend: str) -> list[CheckResult]:
         half_q = np.array(P.rope_permute(w_q, H, to="half"))
         back = np.array(P.rope_permute(half_q, H, to="interleaved"))
         half_k = np.array(P.rope_permute(w_k, H, to="half"))
-    rows.append(compare(f"rope_permute to='half' {H * D}x{M} vs HF convert permute", backend,
-                        half_q, hf_permute(torch.from_numpy(w_q), H).numpy(),
-                        note="a permutation: bit-identical"))  # fmt: skip
-    rows.append(compare("rope_permute twice is the identity", backend, back, w_q,
-                        note="half then interleaved: bit-identical"))  # fmt: skip
+    rows.append(
+        compare(
+            f"rope_permute to='half' {H * D}x{M} vs HF convert permute",
+            backend,
+            half_q,
+            hf_permute(torch.from_numpy(w_q), H).numpy(),
+            note="a permutation: bit-identical",
+        )
+    )
+    rows.append(
+        compare(
+            "rope_permute twice is the identity",
+            backend,
+            back,
+            w_q,
+            note="half then interleaved: bit-identical",
+        )
+    )
 
     pos = torch.arange(T)[None] + 1000
     table = create_sinusoidal_positions(2048, D)
@@ -418,8 +482,9 @@ def rope_permute_rows(backend: str) -> list[CheckResult]:
     q_meta = gptj_apply(project(w_q), sin, cos)
     k_meta = gptj_apply(project(w_k), sin, cos)
     cos_h, sin_h = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
-    q_hf, k_hf = llama_apply(project(half_q).transpose(1, 2), project(half_k).transpose(1, 2),
-                             cos_h, sin_h)  # fmt: skip
+    q_hf, k_hf = llama_apply(
+        project(half_q).transpose(1, 2), project(half_k).transpose(1, 2), cos_h, sin_h
+    )
     scores_meta = torch.einsum("bqhd,bkhd->bhqk", q_meta, k_meta).numpy()
     scores_hf = torch.einsum("bhqd,bhkd->bhqk", q_hf, k_hf).numpy()
 
@@ -430,11 +495,21 @@ def rope_permute_rows(backend: str) -> list[CheckResult]:
     xw_k = (np.abs(x) @ np.abs(w_k).T).reshape(1, T, H, D)
     dq, dk = 2 * gamma(M) * xw_q * 2, 2 * gamma(M) * xw_k * 2  # rotation mixes 2 entries
     aq, ak = np.abs(q_meta.numpy()).astype(np.float64), np.abs(k_meta.numpy()).astype(np.float64)
-    bound = (np.einsum("bqhd,bkhd->bhqk", dq, ak) + np.einsum("bqhd,bkhd->bhqk", aq, dk)
-             + 2 * gamma(D) * np.einsum("bqhd,bkhd->bhqk", aq, ak))  # fmt: skip
-    rows.append(bounded("rope_permute: Meta interleaved vs permuted HF half, q·kᵀ", backend,
-                        scores_hf, scores_meta, bound,
-                        what="torch GPT-J vs Llama rotation; summation order only"))  # fmt: skip
+    bound = (
+        np.einsum("bqhd,bkhd->bhqk", dq, ak)
+        + np.einsum("bqhd,bkhd->bhqk", aq, dk)
+        + 2 * gamma(D) * np.einsum("bqhd,bkhd->bhqk", aq, ak)
+    )
+    rows.append(
+        bounded(
+            "rope_permute: Meta interleaved vs permuted HF half, q·kᵀ",
+            backend,
+            scores_hf,
+            scores_meta,
+            bound,
+            what="torch GPT-J vs Llama rotation; summation order only",
+        )
+    )
     # The same with flax-embed's own RoPE in both layouts.
     with on_backend(backend):
         rope_i, rope_h = P.RoPE(D, layout="interleaved"), P.RoPE(D, layout="half")
@@ -443,12 +518,21 @@ def rope_permute_rows(backend: str) -> list[CheckResult]:
         def scores(rope, wq, wk):
             q = rope.apply((x @ wq.T).reshape(1, T, H, D), p)
             k = rope.apply((x @ wk.T).reshape(1, T, H, D), p)
-            return np.asarray(jnp.einsum("bqhd,bkhd->bhqk", q, k,
-                                         precision=jax.lax.Precision.HIGHEST))  # fmt: skip
+            return np.asarray(
+                jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=jax.lax.Precision.HIGHEST)
+            )
 
         ours_meta, ours_hf = scores(rope_i, w_q, w_k), scores(rope_h, half_q, half_k)
-    rows.append(bounded("rope_permute: RoPE interleaved vs permuted RoPE half, q·kᵀ", backend,
-                        ours_hf, ours_meta, bound, what="flax-embed both sides"))  # fmt: skip
+    rows.append(
+        bounded(
+            "rope_permute: RoPE interleaved vs permuted RoPE half, q·kᵀ",
+            backend,
+            ours_hf,
+            ours_meta,
+            bound,
+            what="flax-embed both sides",
+        )
+    )
     return rows
 
 
@@ -483,22 +567,45 @@ def alibi_rows(backend: str) -> list[CheckResult]:
         k = np.concatenate([np.arange(1, closest + 1), np.arange(1, 2 * (H - closest), 2)])
         slope_bound = (k + 3) * U * np.abs(bloom_slopes) if H > 8 else 0.0
         if H <= 8:
-            rows.append(compare(f"alibi_slopes({H}) vs BLOOM", backend, slopes, bloom_slopes,
-                                note="powers of two: bit-identical"))  # fmt: skip
+            rows.append(
+                compare(
+                    f"alibi_slopes({H}) vs BLOOM",
+                    backend,
+                    slopes,
+                    bloom_slopes,
+                    note="powers of two: bit-identical",
+                )
+            )
         else:
-            rows.append(bounded(f"alibi_slopes({H}) vs BLOOM", backend, slopes, bloom_slopes,
-                                slope_bound, what="|Δ| <= (k+3)·U·slope"))  # fmt: skip
-        shifted = bias.astype(np.float64) + slopes.astype(np.float64)[:, None, None] * np.arange(Q)[
-            None, :, None
-        ]
+            rows.append(
+                bounded(
+                    f"alibi_slopes({H}) vs BLOOM",
+                    backend,
+                    slopes,
+                    bloom_slopes,
+                    slope_bound,
+                    what="|Δ| <= (k+3)·U·slope",
+                )
+            )
+        shifted = (
+            bias.astype(np.float64)
+            + slopes.astype(np.float64)[:, None, None] * np.arange(Q)[None, :, None]
+        )
         ref = np.broadcast_to(alibi.numpy().astype(np.float64), (H, Q, K))
         distance = np.abs(np.arange(K)[None, :] - np.arange(Q)[:, None])[None]
         bound = K * np.abs(slopes - bloom_slopes)[:, None, None] + U * np.abs(
             slopes.astype(np.float64)
         )[:, None, None] * (distance + np.arange(K)[None, None, :])
-        rows.append(bounded(f"alibi_bias({H}, {Q}, {K}) + slope·q vs BLOOM build_alibi_tensor",
-                            backend, shifted, ref, bound,
-                            what="softmax-equivalent: differ by slope·q per query row"))  # fmt: skip
+        rows.append(
+            bounded(
+                f"alibi_bias({H}, {Q}, {K}) + slope·q vs BLOOM build_alibi_tensor",
+                backend,
+                shifted,
+                ref,
+                bound,
+                what="softmax-equivalent: differ by slope·q per query row",
+            )
+        )
     return rows
 
 
@@ -523,8 +630,9 @@ def gptj_rows(backend: str) -> list[CheckResult]:
     from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb as gptj_apply
     from transformers.models.gptj.modeling_gptj import create_sinusoidal_positions
 
-    rope = P.RoPE.from_hf_config({"model_type": "gptj", "n_embd": 128, "n_head": 2,
-                                  "rotary_dim": 32})  # fmt: skip
+    rope = P.RoPE.from_hf_config(
+        {"model_type": "gptj", "n_embd": 128, "n_head": 2, "rotary_dim": 32}
+    )
     d, D, H = rope.dim, rope.head_dim, 2
     pos_T = _positions()
     table = create_sinusoidal_positions(MAX_POSITION + 1, d)
@@ -539,8 +647,21 @@ def gptj_rows(backend: str) -> list[CheckResult]:
     cs = theta * (5 * U + 2 * U) + 4 * U
     pairs = x[..., :d].reshape(1, -1, H, d // 2, 2)
     partner = pairs[..., ::-1].reshape(1, -1, H, d)
-    bound = np.concatenate([(np.abs(x[..., :d]) + np.abs(partner))
-                            * (np.repeat(cs, 2, -1)[None, :, None, :] + 4 * U),
-                            np.zeros(x[..., d:].shape)], -1)  # fmt: skip
-    return [bounded(f"RoPE GPT-J interleaved rotary_dim={d}/{D} apply (jit) vs HF", backend, ours,
-                    ref, bound, what="default ω (5U); pass-through features exact")]  # fmt: skip
+    bound = np.concatenate(
+        [
+            (np.abs(x[..., :d]) + np.abs(partner))
+            * (np.repeat(cs, 2, -1)[None, :, None, :] + 4 * U),
+            np.zeros(x[..., d:].shape),
+        ],
+        -1,
+    )
+    return [
+        bounded(
+            f"RoPE GPT-J interleaved rotary_dim={d}/{D} apply (jit) vs HF",
+            backend,
+            ours,
+            ref,
+            bound,
+            what="default ω (5U); pass-through features exact",
+        )
+    ]

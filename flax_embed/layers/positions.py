@@ -100,7 +100,9 @@ def sinusoidal_inv_freq(features: int, variant: str = "interleaved") -> np.ndarr
     if variant == "tensor2tensor":
         half = features // 2
         if half < 2:
-            raise ValueError(f"features must be at least 4 for variant='tensor2tensor', got {features}")
+            raise ValueError(
+                f"features must be at least 4 for variant='tensor2tensor', got {features}"
+            )
         # M2M100: exp(arange(half).float() * -(ln(10000) / (half - 1))) in float32.
         step = _f32(-(math.log(10000) / (half - 1)))
         return _f32(np.exp(np.float64(_f32(np.arange(half, dtype=np.float32) * step))))
@@ -185,7 +187,9 @@ class DynamicNTKScaling:
 
     def __post_init__(self):
         _check_positive("factor", self.factor)
-        check_positive_int("original_max_position_embeddings", self.original_max_position_embeddings)
+        check_positive_int(
+            "original_max_position_embeddings", self.original_max_position_embeddings
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +206,9 @@ class Llama3Scaling:
     def __post_init__(self):
         for name in ("factor", "low_freq_factor", "high_freq_factor"):
             _check_positive(name, getattr(self, name))
-        check_positive_int("original_max_position_embeddings", self.original_max_position_embeddings)
+        check_positive_int(
+            "original_max_position_embeddings", self.original_max_position_embeddings
+        )
         if self.low_freq_factor >= self.high_freq_factor:
             raise ValueError(
                 f"low_freq_factor must be < high_freq_factor, got {self.low_freq_factor} "
@@ -228,7 +234,9 @@ class YarnScaling:
     def __post_init__(self):
         for name in ("factor", "beta_fast", "beta_slow"):
             _check_positive(name, getattr(self, name))
-        check_positive_int("original_max_position_embeddings", self.original_max_position_embeddings)
+        check_positive_int(
+            "original_max_position_embeddings", self.original_max_position_embeddings
+        )
         if self.attention_factor is not None:
             _check_positive("attention_factor", self.attention_factor)
 
@@ -283,7 +291,9 @@ def _yarn_inv_freq(base: float, dim: int, s: YarnScaling) -> np.ndarray:
     if low == high:
         high += 0.001  # HF: "prevent singularity"
     ramp = np.clip(
-        _f32(_f32(np.arange(dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low)),
+        _f32(
+            _f32(np.arange(dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
+        ),
         0,
         1,
     )
@@ -349,7 +359,9 @@ class RoPE:
         if self.scaling is not None and not isinstance(
             self.scaling, (LinearScaling, DynamicNTKScaling, Llama3Scaling, YarnScaling)
         ):
-            raise TypeError(f"scaling must be None or a RoPE scaling, got {type(self.scaling).__name__}")
+            raise TypeError(
+                f"scaling must be None or a RoPE scaling, got {type(self.scaling).__name__}"
+            )
 
     @property
     def dim(self) -> int:
@@ -488,27 +500,28 @@ class RoPE:
         """
         params = dict(config.get("rope_parameters") or {})
         scaling_key = "rope_parameters" if params else "rope_scaling"
-        scaling_cfg = dict(config.get("rope_scaling") or {}) if not params else params
+        scaling_cfg = params if params else dict(config.get("rope_scaling") or {})
         base = (
-            params.get("rope_theta") or config.get("rope_theta") or config.get("rotary_emb_base")
+            params.get("rope_theta")
+            or config.get("rope_theta")
+            or config.get("rotary_emb_base")
             or 10000.0
-        )  # fmt: skip
+        )
         head_dim = config.get("head_dim")
         if head_dim is None:
             hidden = config.get("hidden_size", config.get("n_embd"))
             heads = config.get("num_attention_heads", config.get("n_head"))
             if hidden is None or heads is None:
-                raise ValueError(
-                    "config needs head_dim, or hidden_size and num_attention_heads"
-                )
+                raise ValueError("config needs head_dim, or hidden_size and num_attention_heads")
             head_dim = hidden // heads
         model_type = config.get("model_type", "")
         layout = "interleaved" if model_type in ("gptj", "codegen") else "half"
         rotary_dim = config.get("rotary_dim") if layout == "interleaved" else None
         factor = (
-            params.get("partial_rotary_factor") or config.get("partial_rotary_factor")
+            params.get("partial_rotary_factor")
+            or config.get("partial_rotary_factor")
             or config.get("rotary_pct")
-        )  # fmt: skip
+        )
         if rotary_dim is None and factor is not None:
             rotary_dim = int(head_dim * factor)
         rope_type = scaling_cfg.get("rope_type", scaling_cfg.get("type", "default"))
@@ -539,7 +552,9 @@ class RoPE:
                 def get_mscale(scale, m):
                     return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
 
-                attention_factor = get_mscale(yarn_factor, mscale) / get_mscale(yarn_factor, mscale_all)
+                attention_factor = get_mscale(yarn_factor, mscale) / get_mscale(
+                    yarn_factor, mscale_all
+                )
             scaling = YarnScaling(
                 yarn_factor,
                 original,
@@ -553,8 +568,9 @@ class RoPE:
                 f"{scaling_key}['rope_type'] = {rope_type!r} is not supported "
                 "(supported: default, linear, dynamic, llama3, yarn)"
             )
-        return cls(int(head_dim), base=float(base), layout=layout, rotary_dim=rotary_dim,
-                   scaling=scaling)  # fmt: skip
+        return cls(
+            int(head_dim), base=float(base), layout=layout, rotary_dim=rotary_dim, scaling=scaling
+        )
 
 
 def rope_permute(w: jax.Array, num_heads: int, *, to: str = "half") -> jax.Array:
