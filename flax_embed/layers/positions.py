@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_embed.validation import check_positive_int
+from flax_embed._validation import check_positive_int
 
 __all__ = [
     "DynamicNTKScaling",
