@@ -332,11 +332,14 @@ def rope_apply_rows(case: RopeCase, rope: P.RoPE, pos_T, backend, cs_bound) -> l
 
 
 def fma_bound(x_rot: np.ndarray, rotated: np.ndarray, cos: np.ndarray, sin: np.ndarray):
-    """Under ``jit`` XLA contracts ``x·c + r·s`` into ``fma(x, c, fl(r·s))`` (one rounding
-    fewer than torch's ``fl(fl(x·c) + fl(r·s))``): ``|Δ| <= U·(3|x·c| + 2|r·s|)·(1+U)``."""
+    """Under ``jit`` XLA contracts ``x·c + r·s`` into ``fma(x, c, fl(r·s))`` or
+    ``fma(r, s, fl(x·c))`` (one rounding fewer than torch's ``fl(fl(x·c) + fl(r·s))``):
+    with ``a = |x·c|``, ``b = |r·s|`` and the fused product ``a``,
+    ``|Δ| <= U·a + 2U·(a + b)`` (one skipped rounding, two final ones) to first
+    order; ``U·max(3a + 2b, 2a + 3b)·(1 + U)`` covers either choice."""
     a = np.abs(x_rot.astype(np.float64) * cos)
     b = np.abs(rotated.astype(np.float64) * sin)
-    return U * (3 * a + 2 * b) * (1 + U)
+    return U * np.maximum(3 * a + 2 * b, 2 * a + 3 * b) * (1 + U)
 
 
 def same_cos_sin_rows(backend: str) -> list[CheckResult]:
@@ -412,7 +415,7 @@ def same_cos_sin_rows(backend: str) -> list[CheckResult]:
                 jitted,
                 ref,
                 bound,
-                what="XLA fma contraction: |Δ| <= U·(3|x·c| + 2|r·s|)",
+                what="XLA fma contraction: |Δ| <= U·max(3a + 2b, 2a + 3b)",
             )
         )
     return rows

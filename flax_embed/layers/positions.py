@@ -325,7 +325,9 @@ class RoPE:
 
     Calling pattern for speed: jit the function that applies it to q and k, e.g.
     ``jax.jit(lambda q, k, pos: (rope.apply(q, pos), rope.apply(k, pos)))``; the
-    angles are computed once and the rotation fuses into one pass over each.
+    angles are computed once and the rotation fuses into one pass over each. On CPU,
+    ``performance.jit_into`` of the same function also saves the fresh output
+    memory (benchmarks/positions.py).
 
     Attributes:
       head_dim: features per head, even.
@@ -446,8 +448,11 @@ class RoPE:
         else:
             cos_d = jnp.repeat(cos, 2, axis=-1)
             sin_d = jnp.repeat(sin, 2, axis=-1)
-            pairs = x_rot.reshape(*x_rot.shape[:-1], half, 2)
-            rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x_rot.shape)
+            # GPT-J's rotate_every_two: (-x[2i+1], x[2i]) at (2i, 2i+1). Reversing each pair
+            # and multiplying by (-1, 1) (exact) is the same array; XLA:CPU fuses it ~3x
+            # faster than a stack of strided slices.
+            pairs = x_rot.reshape(*x_rot.shape[:-1], half, 2)[..., ::-1]
+            rotated = (pairs * jnp.array([-1, 1], x.dtype)).reshape(x_rot.shape)
         out = x_rot * cos_d + rotated * sin_d
         if x_pass.shape[-1] == 0:
             return out
