@@ -104,13 +104,14 @@ def bench(quick: bool) -> None:
         Row(
             SECTION,
             f"RoPE.apply jit on q and k {shape} vs HF eager apply_rotary_pos_emb",
-            fmt_time(t["jax"]),
+            fmt_time(best),
             f"{fmt_time(t['hf'])} HF eager",
-            t["hf"] / t["jax"],
+            t["hf"] / best,
             target="≥ 2x",
-            met=None if quick else t["hf"] / t["jax"] >= 2.0,
+            met=None if quick else t["hf"] / best >= 2.0,
             note=f"max|Δ| vs HF = {max_diff:g} (XLA fma contraction, see parity rows); HF given "
-            f"its cos/sin, ours computes them; jit_into: {fmt_time(t['into'])}",
+            f"its cos/sin, ours computes them; the better of plain jit ({fmt_time(t['jax'])}) "
+            f"and jit_into ({fmt_time(t['into'])}), the documented CPU pattern",
         )
     )
     emit(
