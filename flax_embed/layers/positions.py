@@ -399,6 +399,7 @@ class RoPE:
     def _dynamic_inv_freq(self, positions: jax.Array) -> jax.Array:
         """HF's dynamic NTK frequencies for ``seq_len = max(positions) + 1`` (float32 ops)."""
         s = self.scaling
+        assert isinstance(s, DynamicNTKScaling)
         d = self.dim
         seq_len = jnp.max(positions).astype(jnp.float32) + 1
         original = np.float32(s.original_max_position_embeddings)
@@ -534,22 +535,34 @@ class RoPE:
         original = scaling_cfg.get(
             "original_max_position_embeddings", config.get("max_position_embeddings")
         )
+
+        def need(key: str, source: dict = scaling_cfg, where: str = scaling_key):
+            if source.get(key) is None:
+                raise ValueError(f"{where}['{key}'] is required for rope_type {rope_type!r}")
+            return source[key]
+
         if rope_type == "default":
             scaling = None
         elif rope_type == "linear":
-            scaling = LinearScaling(scaling_cfg["factor"])
+            scaling = LinearScaling(need("factor"))
         elif rope_type == "dynamic":
             # HF's dynamic NTK scales past config.max_position_embeddings.
-            scaling = DynamicNTKScaling(scaling_cfg["factor"], config["max_position_embeddings"])
+            scaling = DynamicNTKScaling(
+                need("factor"), need("max_position_embeddings", config, "config")
+            )
         elif rope_type == "llama3":
             scaling = Llama3Scaling(
-                scaling_cfg["factor"],
-                scaling_cfg["low_freq_factor"],
-                scaling_cfg["high_freq_factor"],
-                scaling_cfg["original_max_position_embeddings"],
+                need("factor"),
+                need("low_freq_factor"),
+                need("high_freq_factor"),
+                need("original_max_position_embeddings"),
             )
         elif rope_type == "yarn":
-            yarn_factor = scaling_cfg.get("factor") or config["max_position_embeddings"] / original
+            if original is None:
+                original = need("original_max_position_embeddings")
+            yarn_factor = scaling_cfg.get("factor") or (
+                need("max_position_embeddings", config, "config") / original
+            )
             attention_factor = scaling_cfg.get("attention_factor")
             mscale, mscale_all = scaling_cfg.get("mscale"), scaling_cfg.get("mscale_all_dim")
             if attention_factor is None and mscale and mscale_all:

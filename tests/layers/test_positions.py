@@ -221,6 +221,13 @@ def test_from_hf_config(config, expected):
     assert RoPE.from_hf_config(config) == expected
 
 
+def test_from_hf_config_names_a_missing_scaling_key():
+    config = {"hidden_size": 64, "num_attention_heads": 2}
+    config["rope_parameters"] = {"rope_type": "llama3", "factor": 8.0, "rope_theta": 5e5}
+    with pytest.raises(ValueError, match=r"rope_parameters\['low_freq_factor'\] is required"):
+        RoPE.from_hf_config(config)
+
+
 def test_from_hf_config_names_the_unsupported_scaling_key():
     config = {
         "hidden_size": 64,
