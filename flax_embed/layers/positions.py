@@ -445,7 +445,13 @@ class RoPE:
         if self.layout == "half":
             cos_d = jnp.concatenate([cos, cos], axis=-1)
             sin_d = jnp.concatenate([sin, sin], axis=-1)
-            rotated = jnp.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
+            # rotate_half: (-x2, x1). Built as the sum of two zero-padded halves (padded with
+            # -0.0, the exact additive identity, so every value and sign is kept): XLA:CPU
+            # fuses this ~1.5x faster than a concatenate (benchmarks/positions.py).
+            no_pad = [(0, 0)] * (x_rot.ndim - 1)
+            rotated = jnp.pad(
+                -x_rot[..., half:], [*no_pad, (0, half)], constant_values=-0.0
+            ) + jnp.pad(x_rot[..., :half], [*no_pad, (half, 0)], constant_values=-0.0)
         else:
             cos_d = jnp.repeat(cos, 2, axis=-1)
             sin_d = jnp.repeat(sin, 2, axis=-1)

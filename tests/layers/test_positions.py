@@ -344,3 +344,23 @@ def test_bad_input_raises_naming_the_argument(make, name):
 def test_bad_shapes_raise_under_jit_too():
     with pytest.raises(ValueError, match="head_dim=8"):
         jax.jit(RoPE(8).apply)(jnp.ones((1, 4, 2, 6)), jnp.arange(4))
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_rotate_keeps_signed_zeros_like_hf(layout):
+    """Bit patterns, not values: -0.0 and 0.0 inputs come out with HF's signs (no jit)."""
+    from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb as gptj_apply
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as llama_apply
+
+    x = np.array([[[[0.0, -0.0, 1.0, -0.0, -0.0, 0.0, -2.0, 0.0]]]], np.float32)  # (1,1,1,8)
+    cos = np.float32([[1.0, 0.5, 0.0, -1.0]])  # (T=1, 4)
+    sin = np.float32([[0.0, -0.5, 1.0, -0.0]])
+    ours = np.asarray(RoPE(8, layout=layout).rotate(jnp.asarray(x), cos, sin))
+    xt = torch.from_numpy(x)
+    if layout == "half":
+        c = torch.from_numpy(np.concatenate([cos, cos], -1))[None]
+        s = torch.from_numpy(np.concatenate([sin, sin], -1))[None]
+        ref = llama_apply(xt, xt, c, s, unsqueeze_dim=2)[0].numpy()
+    else:
+        ref = gptj_apply(xt, torch.from_numpy(sin)[None], torch.from_numpy(cos)[None]).numpy()
+    np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32))
