@@ -40,6 +40,7 @@ __all__ = [
     "ROPE_CASES",
     "RopeCase",
     "alibi_rows",
+    "bf16_rotate_rows",
     "bounded",
     "hf_permute",
     "positions_checks",
@@ -433,6 +434,77 @@ def same_cos_sin_rows(backend: str) -> list[CheckResult]:
     return rows
 
 
+def bf16_rotate_rows(backend: str) -> list[CheckResult]:
+    """bfloat16 q, the reference's own cos/sin cast to bfloat16 (as Hugging Face casts them).
+
+    torch rounds each of the four operations to bfloat16; so does JAX without ``jit``:
+    bit-identical. Under ``jit`` XLA may keep intermediates in float32 (measured on CPU:
+    it does not, the rows are bit-identical there); skipping both product roundings
+    and rounding once changes an entry by at most ``3·U_b·(a + b)·(1 + U_b)`` with
+    ``U_b = 2^-8``, ``a = |x·c|``, ``b = |r·s|``.
+    """
+    import ml_dtypes
+    from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb as gptj_apply
+    from transformers.models.gptj.modeling_gptj import create_sinusoidal_positions
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as llama_apply
+
+    bf16 = ml_dtypes.bfloat16
+    u_b = 2.0**-8
+    rng = np.random.default_rng(4)
+    B, T, H, D = 2, 128, 4, 64
+    x_t = torch.from_numpy(rng.standard_normal((B, T, H, D), dtype=np.float32)).bfloat16()
+    x = x_t.float().numpy().astype(bf16)
+    pos = torch.arange(T)[None] + 1000
+    rows = []
+    for ref_name, layout in (("Llama", "half"), ("GPT-J", "interleaved")):
+        rope = P.RoPE(D, layout=layout)
+        if layout == "half":
+            freqs = pos.float()[..., None] * torch.from_numpy(rope.inv_freq_np())
+            emb = torch.cat([freqs, freqs], -1)
+            cos_t, sin_t = emb.cos(), emb.sin()
+            ref = llama_apply(x_t, x_t, cos_t.bfloat16(), sin_t.bfloat16(), unsqueeze_dim=2)[0]
+            cos_h, sin_h = cos_t[0, :, : D // 2].numpy(), sin_t[0, :, : D // 2].numpy()
+        else:
+            sin_t, cos_t = torch.split(create_sinusoidal_positions(2048, D)[pos], D // 2, -1)
+            ref = gptj_apply(x_t, sin_t.bfloat16(), cos_t.bfloat16())
+            cos_h, sin_h = cos_t[0].numpy(), sin_t[0].numpy()
+        ref = ref.float().numpy().astype(bf16)
+        with on_backend(backend):
+            eager = np.asarray(rope.rotate(jnp.asarray(x), jnp.asarray(cos_h), jnp.asarray(sin_h)))
+            jitted = np.asarray(jax.jit(rope.rotate)(x, cos_h, sin_h))
+        rows.append(
+            compare(
+                f"RoPE rotate bfloat16, same cos/sin, no jit: {ref_name} {layout}",
+                backend,
+                eager,
+                ref,
+                note="same bfloat16 operations: bit-identical",
+            )
+        )
+        xf = x.astype(np.float64)
+        if layout == "half":
+            partner = np.concatenate([xf[..., D // 2 :], xf[..., : D // 2]], -1)
+            c = np.concatenate([cos_h, cos_h], -1)[:, None, :]
+            s_ = np.concatenate([sin_h, sin_h], -1)[:, None, :]
+        else:
+            partner = xf.reshape(B, T, H, D // 2, 2)[..., ::-1].reshape(B, T, H, D)
+            c, s_ = np.repeat(cos_h, 2, -1)[:, None, :], np.repeat(sin_h, 2, -1)[:, None, :]
+        c = c.astype(bf16).astype(np.float64)
+        s_ = s_.astype(bf16).astype(np.float64)
+        bound = 3 * u_b * (np.abs(xf * c) + np.abs(partner * s_)) * (1 + u_b)
+        rows.append(
+            bounded(
+                f"RoPE rotate bfloat16, same cos/sin, jit: {ref_name} {layout}",
+                backend,
+                jitted,
+                ref,
+                bound,
+                what="|Δ| <= 3·U_b·(a + b), U_b = 2^-8",
+            )
+        )
+    return rows
+
+
 # --- rope_permute ---------------------------------------------------------------------------
 
 
@@ -628,6 +700,7 @@ def positions_checks(backend: str) -> list[CheckResult]:
     """Every positional scheme against its Hugging Face original, on ``backend``."""
     rows = sinusoidal_rows(backend)
     rows += same_cos_sin_rows(backend)
+    rows += bf16_rotate_rows(backend)
     for case in ROPE_CASES:
         rows += rope_rows(case, backend)
     rows += gptj_rows(backend)

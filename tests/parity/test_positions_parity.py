@@ -22,6 +22,7 @@ BACKEND = "cpu"
 def _units():
     yield pytest.param(lambda: pp.sinusoidal_rows(BACKEND), id="sinusoidal")
     yield pytest.param(lambda: pp.same_cos_sin_rows(BACKEND), id="rotate-same-cos-sin")
+    yield pytest.param(lambda: pp.bf16_rotate_rows(BACKEND), id="rotate-bfloat16")
     for case in pp.ROPE_CASES:
         yield pytest.param(lambda c=case: pp.rope_rows(c, BACKEND), id=f"rope-{case.name}")
     yield pytest.param(lambda: pp.gptj_rows(BACKEND), id="rope-gptj")
