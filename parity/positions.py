@@ -43,6 +43,7 @@ __all__ = [
     "bf16_rotate_rows",
     "bounded",
     "hf_permute",
+    "neox_rows",
     "positions_checks",
     "rope_apply_rows",
     "rope_permute_rows",
@@ -704,6 +705,7 @@ def positions_checks(backend: str) -> list[CheckResult]:
     for case in ROPE_CASES:
         rows += rope_rows(case, backend)
     rows += gptj_rows(backend)
+    rows += neox_rows(backend)
     rows += rope_permute_rows(backend)
     rows += alibi_rows(backend)
     return rows
@@ -746,6 +748,49 @@ def gptj_rows(backend: str) -> list[CheckResult]:
     return [
         bounded(
             f"RoPE GPT-J interleaved rotary_dim={d}/{D} apply (jit) vs HF",
+            backend,
+            ours,
+            ref,
+            bound,
+            what="default ω (5U); pass-through features exact",
+        )
+    ]
+
+
+def neox_rows(backend: str) -> list[CheckResult]:
+    """Partial rotary end to end: ``GPTNeoXRotaryEmbedding`` + GPT-NeoX's
+    ``apply_rotary_pos_emb`` (``rotary_pct=0.25``: 16 of 64 features), against
+    ``RoPE.from_hf_config`` of the same config. Bounds as for Llama's default (5U)."""
+    from transformers import GPTNeoXConfig
+    from transformers.models.gpt_neox.modeling_gpt_neox import (
+        GPTNeoXRotaryEmbedding,
+        apply_rotary_pos_emb,
+    )
+
+    config = GPTNeoXConfig(hidden_size=128, num_attention_heads=2, rotary_pct=0.25)
+    rope = P.RoPE.from_hf_config(config.to_dict())
+    d, D, H = rope.dim, rope.head_dim, 2
+    pos_T = _positions()
+    x = np.random.default_rng(5).standard_normal((1, pos_T.shape[0], H, D), dtype=np.float32)
+    q = torch.from_numpy(x).transpose(1, 2)
+    cos_t, sin_t = GPTNeoXRotaryEmbedding(config)(q, torch.from_numpy(pos_T).long()[None])
+    ref = apply_rotary_pos_emb(q, q, cos_t, sin_t)[0].transpose(1, 2).numpy()
+    with on_backend(backend):
+        ours = np.asarray(jax.jit(rope.apply)(x, pos_T))
+    theta = pos_T.astype(np.float64)[:, None] * rope.inv_freq_np().astype(np.float64)
+    cs = theta * (5 * U + 2 * U) + 4 * U + sincos_slack(backend)
+    partner = np.concatenate([x[..., d // 2 : d], x[..., : d // 2]], -1)
+    bound = np.concatenate(
+        [
+            (np.abs(x[..., :d]) + np.abs(partner))
+            * (np.concatenate([cs, cs], -1)[None, :, None, :] + 4 * U),
+            np.zeros(x[..., d:].shape),
+        ],
+        -1,
+    )
+    return [
+        bounded(
+            f"RoPE GPT-NeoX rotary_pct=0.25 ({d}/{D}) apply (jit) vs HF",
             backend,
             ours,
             ref,

@@ -26,6 +26,7 @@ def _units():
     for case in pp.ROPE_CASES:
         yield pytest.param(lambda c=case: pp.rope_rows(c, BACKEND), id=f"rope-{case.name}")
     yield pytest.param(lambda: pp.gptj_rows(BACKEND), id="rope-gptj")
+    yield pytest.param(lambda: pp.neox_rows(BACKEND), id="rope-gpt-neox")
     yield pytest.param(lambda: pp.rope_permute_rows(BACKEND), id="rope-permute")
     yield pytest.param(lambda: pp.alibi_rows(BACKEND), id="alibi")
 
