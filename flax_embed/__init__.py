@@ -14,7 +14,7 @@ The pipeline, one subpackage a stage (imports go one way, left to right)::
 
 from importlib.metadata import PackageNotFoundError, version
 
-from flax_embed import convert, data, distributed, layers, nnx
+from flax_embed import convert, data, distributed, layers, nnx, positions
 from flax_embed._deprecated import install as _install_deprecated_paths
 from flax_embed._deprecated import moved_name as __getattr__  # noqa: F401
 from flax_embed._validation import as_token_ids
@@ -59,6 +59,7 @@ __all__ = [
     "nnx",
     "params_from_torch",
     "params_to_torch",
+    "positions",
     "read_token_file",
     "sample_text",
     "save_params",

@@ -28,6 +28,7 @@ from parity.forward import forward_checks
 from parity.gradients import gradient_checks
 from parity.linen_nnx import linen_nnx_checks
 from parity.options import add_arguments
+from parity.positions import positions_checks
 from parity.result import CheckResult
 from parity.training import training_checks
 
@@ -42,6 +43,7 @@ CHECK_GROUPS: list[CheckGroup] = [
     training_checks,
     behaviour_checks,
     linen_nnx_checks,
+    positions_checks,
 ]
 """The groups of rows of the report, in order; each runs once per backend."""
 

@@ -18,6 +18,7 @@ def test_every_exported_name_exists():
 
 def test_subpackages_are_attributes_of_the_package():
     assert flax_embed.nnx.InputEmbedding.__module__ == "flax_embed.layers.nnx"
+    assert flax_embed.positions.RoPE.__module__ == "flax_embed.layers.positions"
     assert flax_embed.data.Batcher is flax_embed.Batcher
     assert flax_embed.layers.InputEmbedding is flax_embed.InputEmbedding
 

@@ -14,12 +14,19 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import PrecisionLike
 
+from flax_embed._validation import check_inputs
+from flax_embed.layers.positions import SINUSOIDAL_VARIANTS, sinusoidal_table
+
 __all__ = [
     "POSITION_AXES",
+    "POSITION_MODES",
     "TOKEN_AXES",
     "Dtype",
     "Initializer",
+    "check_position_inputs",
+    "check_position_mode",
     "embed_sum",
+    "embed_tokens",
     "lookup",
     "tied_logits",
     "torch_embedding_init",
@@ -53,6 +60,65 @@ def lookup(table_VxD: jax.Array, ids: jax.Array) -> jax.Array:
         ids = jnp.where(ids < 0, table_VxD.shape[0], ids)
     # No ids are negative now: skip jnp.take's own wrapping (a second select on the ids).
     return table_VxD.at[ids].get(mode="fill", fill_value=jnp.nan, wrap_negative_indices=False)
+
+
+POSITION_MODES = ("learned", "sinusoidal", "none")
+"""``InputEmbedding(position=...)``: a learned ``pos_emb`` table (GPT-2, the default), a
+fixed ``positions.sinusoidal_table``, or none (positions handled in attention: RoPE, ALiBi)."""
+
+
+def check_position_mode(position: str, sinusoidal_variant: str) -> None:
+    """ValueError naming ``position`` / ``sinusoidal_variant`` for an unknown value."""
+    if position not in POSITION_MODES:
+        raise ValueError(
+            f"position must be one of {', '.join(map(repr, POSITION_MODES))}, got {position!r}"
+        )
+    if sinusoidal_variant not in SINUSOIDAL_VARIANTS:
+        raise ValueError(
+            f"sinusoidal_variant must be one of {', '.join(map(repr, SINUSOIDAL_VARIANTS))}, "
+            f"got {sinusoidal_variant!r}"
+        )
+
+
+def check_position_inputs(
+    token_ids, positions, *, position: str, vocab_size: int, context_length: int
+) -> None:
+    """``check_inputs`` for each mode: ``"none"`` takes no positions and no length limit."""
+    if position != "none":
+        check_inputs(token_ids, positions, vocab_size=vocab_size, context_length=context_length)
+        return
+    if positions is not None:
+        raise ValueError("positions must be None when position='none' (no position embedding)")
+    length = token_ids.shape[-1] if getattr(token_ids, "ndim", 0) else context_length
+    check_inputs(token_ids, None, vocab_size=vocab_size, context_length=max(length, 1))
+
+
+def embed_tokens(
+    tok_VxD: jax.Array,
+    token_ids: jax.Array,
+    positions: jax.Array | None,
+    *,
+    position: str,
+    context_length: int,
+    sinusoidal_variant: str = "interleaved",
+    pos_CxD: jax.Array | None = None,
+) -> jax.Array:
+    """The input stage for each ``position`` mode, unchecked (shared by Linen and NNX).
+
+    ``"learned"``: ``embed_sum(tok_VxD, pos_CxD, ...)``, today's arithmetic;
+    ``"sinusoidal"``: the same with ``sinusoidal_table(context_length, D)`` (in the
+    token table's dtype) as ``pos_CxD``; ``"none"``: ``lookup(tok_VxD, token_ids)``.
+    """
+    if position == "learned":
+        if pos_CxD is None:
+            raise ValueError("position='learned' needs pos_CxD")
+        return embed_sum(tok_VxD, pos_CxD, token_ids, positions)
+    if position == "none":
+        return lookup(tok_VxD, token_ids)
+    table = sinusoidal_table(
+        context_length, tok_VxD.shape[-1], variant=sinusoidal_variant, dtype=tok_VxD.dtype
+    )
+    return embed_sum(tok_VxD, table, token_ids, positions)
 
 
 def embed_sum(

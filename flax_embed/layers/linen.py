@@ -10,13 +10,15 @@ import jax
 import jax.numpy as jnp
 from flax.typing import PrecisionLike
 
-from flax_embed._validation import check_inputs, check_module_options
+from flax_embed._validation import check_module_options
 from flax_embed.layers.common import (
     POSITION_AXES,
     TOKEN_AXES,
     Dtype,
     Initializer,
-    embed_sum,
+    check_position_inputs,
+    check_position_mode,
+    embed_tokens,
     tied_logits,
     torch_embedding_init,
 )
@@ -33,6 +35,10 @@ def _table(embed: nn.Embed) -> jax.Array:
 
 class InputEmbedding(nn.Module):
     """GPT-2's input stage: ``tok_emb(token_ids) + pos_emb(positions)``.
+
+    ``position="sinusoidal"`` adds a fixed ``positions.sinusoidal_table`` instead of
+    the learned ``pos_emb`` (no parameter), ``position="none"`` embeds tokens alone
+    (for RoPE or ALiBi in attention); ``"learned"`` is the default.
 
     The Flax port of the book's pair of ``torch.nn.Embedding`` layers (chapter 2,
     and ``GPTModel.tok_emb`` / ``pos_emb``). Parameters::
@@ -86,6 +92,11 @@ class InputEmbedding(nn.Module):
         draws its mask from the ``'dropout'`` rng: ``apply(..., rngs={'dropout': key})``.
       precision: the precision of ``attend``'s matmul (lookups are gathers, exact);
         ``HIGHEST`` (true float32) by default, see ``tied_logits``.
+      position: ``"learned"`` (a ``pos_emb`` parameter, GPT-2), ``"sinusoidal"`` (a
+        fixed table, ``sinusoidal_variant``), or ``"none"`` (no position embedding:
+        ``positions`` must be None and ``T`` is not limited by ``context_length``).
+        Sinusoidal positions are checked exactly like learned ones.
+      sinusoidal_variant: the ``positions.sinusoidal_table`` variant.
       logical_axes: whether to annotate the tables with logical axis names,
         ``TOKEN_AXES = ('vocab', 'embed')`` and ``POSITION_AXES = ('position',
         'embed')`` (``nn.with_logical_partitioning``), so they can be sharded on a
@@ -105,6 +116,8 @@ class InputEmbedding(nn.Module):
     deterministic: bool | None = None
     precision: PrecisionLike = jax.lax.Precision.HIGHEST
     logical_axes: bool = False
+    position: str = "learned"
+    sinusoidal_variant: str = "interleaved"
 
     def _init(self, axes: tuple[str, str]) -> Callable[..., Any]:
         if self.logical_axes:
@@ -120,13 +133,15 @@ class InputEmbedding(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
+        check_position_mode(self.position, self.sinusoidal_variant)
         embed: dict[str, Any] = dict(
             features=self.features, dtype=self.dtype, param_dtype=self.param_dtype
         )
         self.tok_emb = nn.Embed(self.vocab_size, embedding_init=self._init(TOKEN_AXES), **embed)
-        self.pos_emb = nn.Embed(
-            self.context_length, embedding_init=self._init(POSITION_AXES), **embed
-        )
+        if self.position == "learned":
+            self.pos_emb = nn.Embed(
+                self.context_length, embedding_init=self._init(POSITION_AXES), **embed
+            )
         self.drop_emb = nn.Dropout(self.dropout_rate, deterministic=self.deterministic)
 
     def __call__(
@@ -151,10 +166,22 @@ class InputEmbedding(nn.Module):
         Returns:
           ``(B, T, features)`` (or ``(T, features)``) embeddings.
         """
-        check_inputs(
-            token_ids, positions, vocab_size=self.vocab_size, context_length=self.context_length
+        check_position_inputs(
+            token_ids,
+            positions,
+            position=self.position,
+            vocab_size=self.vocab_size,
+            context_length=self.context_length,
         )
-        x = embed_sum(_table(self.tok_emb), _table(self.pos_emb), token_ids, positions)
+        x = embed_tokens(
+            _table(self.tok_emb),
+            token_ids,
+            positions,
+            position=self.position,
+            context_length=self.context_length,
+            sinusoidal_variant=self.sinusoidal_variant,
+            pos_CxD=_table(self.pos_emb) if self.position == "learned" else None,
+        )
         if self.dropout_rate > 0:
             x = self.drop_emb(x, deterministic=deterministic)
         return x

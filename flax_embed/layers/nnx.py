@@ -19,13 +19,15 @@ import numpy as np
 from flax import nnx, traverse_util
 from flax.typing import PrecisionLike
 
-from flax_embed._validation import check_inputs, check_module_options
+from flax_embed._validation import check_module_options
 from flax_embed.layers.common import (
     POSITION_AXES,
     TOKEN_AXES,
     Dtype,
     Initializer,
-    embed_sum,
+    check_position_inputs,
+    check_position_mode,
+    embed_tokens,
     tied_logits,
     torch_embedding_init,
 )
@@ -89,6 +91,9 @@ class InputEmbedding(nnx.Module):
         ``eager_sharding=False``: annotated, not sharded at creation, so no mesh
         is needed). Under ``nn.logical_axis_rules(rules)``,
         ``nnx.get_partition_spec(nnx.state(model))`` then gives their mesh layout.
+      position: ``"learned"`` (``pos_emb``), ``"sinusoidal"`` (a fixed table, no
+        parameter) or ``"none"``, as in the Linen module.
+      sinusoidal_variant: the ``positions.sinusoidal_table`` variant.
       rngs: ``params`` draws the tables; ``dropout`` (or ``default``) the masks.
     """
 
@@ -105,11 +110,16 @@ class InputEmbedding(nnx.Module):
         deterministic: bool | None = False,
         precision: PrecisionLike = jax.lax.Precision.HIGHEST,
         logical_axes: bool = False,
+        position: str = "learned",
+        sinusoidal_variant: str = "interleaved",
         rngs: nnx.Rngs,
     ):
         check_module_options(
             vocab_size, context_length, features, dropout_rate, dtype=dtype, param_dtype=param_dtype
         )
+        check_position_mode(position, sinusoidal_variant)
+        self.position = position
+        self.sinusoidal_variant = sinusoidal_variant
         self.vocab_size = vocab_size
         self.context_length = context_length
         self.features = features
@@ -124,7 +134,8 @@ class InputEmbedding(nnx.Module):
             rngs=rngs,
         )
         self.tok_emb = nnx.Embed(vocab_size, **embed, **_axes(logical_axes, TOKEN_AXES))
-        self.pos_emb = nnx.Embed(context_length, **embed, **_axes(logical_axes, POSITION_AXES))
+        if position == "learned":
+            self.pos_emb = nnx.Embed(context_length, **embed, **_axes(logical_axes, POSITION_AXES))
         self.drop_emb = nnx.Dropout(
             dropout_rate,
             deterministic=deterministic,
@@ -153,10 +164,22 @@ class InputEmbedding(nnx.Module):
         Returns:
           ``(B, T, features)`` (or ``(T, features)``) embeddings.
         """
-        check_inputs(
-            token_ids, positions, vocab_size=self.vocab_size, context_length=self.context_length
+        check_position_inputs(
+            token_ids,
+            positions,
+            position=self.position,
+            vocab_size=self.vocab_size,
+            context_length=self.context_length,
         )
-        x = embed_sum(_table(self.tok_emb), _table(self.pos_emb), token_ids, positions)
+        x = embed_tokens(
+            _table(self.tok_emb),
+            token_ids,
+            positions,
+            position=self.position,
+            context_length=self.context_length,
+            sinusoidal_variant=self.sinusoidal_variant,
+            pos_CxD=_table(self.pos_emb) if self.position == "learned" else None,
+        )
         if self.dropout_rate > 0:
             x = self.drop_emb(x, deterministic=deterministic, rngs=rngs)
         return x

@@ -66,6 +66,10 @@ def test_describes_the_machine(report):
         ("forward", "first call (trace + compile) [JAX defaults]"),
         ("tokenizer", "encode_parallel vs one tiktoken encode"),
         ("pipeline", "with prefetch (size 2)"),
+        ("positions", "RoPE.apply jit on q and k (2, 64, 4, 64) vs HF eager"),
+        ("positions", "RoPE.apply jit on q and k (2, 64, 4, 64) vs memcpy of q and k"),
+        ("positions", "sinusoidal_table(4096, 256) jit vs M2M100"),
+        ("positions", "alibi_bias(4, 128, 128) jit vs torch"),
     ],
 )
 def test_has_the_row_with_a_measurement(report, section, what):

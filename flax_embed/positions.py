@@ -1,0 +1,34 @@
+"""Positional encodings: sinusoidal tables, RoPE, ALiBi (see ``flax_embed.layers.positions``).
+
+The public front module; the implementation lives in ``flax_embed.layers.positions``.
+"""
+
+from flax_embed.layers.positions import (
+    SINUSOIDAL_VARIANTS,
+    DynamicNTKScaling,
+    LinearScaling,
+    Llama3Scaling,
+    RoPE,
+    RopeScaling,
+    YarnScaling,
+    alibi_bias,
+    alibi_slopes,
+    rope_permute,
+    sinusoidal_inv_freq,
+    sinusoidal_table,
+)
+
+__all__ = [
+    "SINUSOIDAL_VARIANTS",
+    "DynamicNTKScaling",
+    "LinearScaling",
+    "Llama3Scaling",
+    "RoPE",
+    "RopeScaling",
+    "YarnScaling",
+    "alibi_bias",
+    "alibi_slopes",
+    "rope_permute",
+    "sinusoidal_inv_freq",
+    "sinusoidal_table",
+]

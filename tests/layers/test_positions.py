@@ -1,0 +1,366 @@
+"""flax_embed.positions: each behaviour against the Hugging Face code it reproduces.
+
+The bounded comparisons at long positions are the parity rows'
+(tests/parity/test_positions_parity.py); here: shapes, layouts, offsets, partial
+rotary, jit against eager, configs, and bad input.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flax_embed.positions import (
+    DynamicNTKScaling,
+    LinearScaling,
+    Llama3Scaling,
+    RoPE,
+    YarnScaling,
+    alibi_bias,
+    alibi_slopes,
+    rope_permute,
+    sinusoidal_table,
+)
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+U = 2.0**-24
+
+
+# --- sinusoidal ------------------------------------------------------------------------------
+
+
+def _hf_sinusoidal(variant, n, d):
+    from parity.positions import _sinusoidal_reference
+
+    return _sinusoidal_reference(variant, n, d)
+
+
+@pytest.mark.parametrize("variant", ["interleaved", "concat", "tensor2tensor"])
+@pytest.mark.parametrize("features", [8, 7, 768])
+def test_sinusoidal_table_matches_the_hf_variant(variant, features):
+    ours = np.asarray(sinusoidal_table(64, features, variant=variant))
+    ref = _hf_sinusoidal(variant, 64, features)
+    # 64 positions: angles < 64, bound 64·5U + 4U (parity.positions.SINUSOIDAL_BOUNDS).
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=64 * 5 * U + 4 * U)
+
+
+@pytest.mark.parametrize("variant", ["interleaved", "concat", "tensor2tensor"])
+def test_sinusoidal_table_jit_equals_eager(variant):
+    eager = sinusoidal_table(300, 16, variant=variant)
+    jitted = jax.jit(sinusoidal_table, static_argnums=(0, 1), static_argnames="variant")(
+        300, 16, variant=variant
+    )
+    np.testing.assert_array_equal(eager, jitted)
+
+
+def test_sinusoidal_variants_differ_in_layout():
+    inter = np.asarray(sinusoidal_table(5, 8, variant="interleaved"))
+    concat = np.asarray(sinusoidal_table(5, 8, variant="concat"))
+    np.testing.assert_array_equal(inter[:, 0::2], concat[:, :4])
+    np.testing.assert_array_equal(inter[:, 1::2], concat[:, 4:])
+
+
+def test_tensor2tensor_pads_odd_features_with_zeros():
+    table = np.asarray(sinusoidal_table(10, 9, variant="tensor2tensor"))
+    assert np.all(table[:, -1] == 0)
+
+
+def test_sinusoidal_table_dtype():
+    assert sinusoidal_table(4, 8, dtype=jnp.bfloat16).dtype == jnp.bfloat16
+
+
+# --- RoPE -------------------------------------------------------------------------------------
+
+
+def _llama_reference(x_BxTxHxD, positions_BxT, rope_parameters, head_dim, max_pos=4096):
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    config = LlamaConfig(
+        hidden_size=head_dim * 2,
+        num_attention_heads=2,
+        head_dim=head_dim,
+        max_position_embeddings=max_pos,
+        rope_parameters=rope_parameters,
+    )
+    q = torch.from_numpy(np.asarray(x_BxTxHxD)).transpose(1, 2)
+    cos, sin = LlamaRotaryEmbedding(config)(q, torch.from_numpy(np.asarray(positions_BxT)).long())
+    return apply_rotary_pos_emb(q, q, cos, sin)[0].transpose(1, 2).numpy(), config
+
+
+SCALINGS = {
+    "default": {"rope_type": "default", "rope_theta": 10000.0},
+    "linear": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+    "dynamic": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0},
+    "llama3": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 256},
+    "yarn": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+             "original_max_position_embeddings": 256},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(SCALINGS))
+@pytest.mark.parametrize("jit", [True, False])
+def test_rope_apply_matches_llama_for_each_scaling(name, jit):
+    """Short positions (< 600, past 256 and 512 so that dynamic NTK scales): tight bound."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 2, 32), dtype=np.float32)
+    pos = np.stack([np.arange(16), np.arange(16) + 583])
+    ref, config = _llama_reference(x, pos, SCALINGS[name], 32, max_pos=512)
+    rope = RoPE.from_hf_config(config.to_dict())
+    apply = jax.jit(rope.apply) if jit else rope.apply
+    ours = np.asarray(apply(x, pos))
+    # parity.positions' bound at angles <= 600: 2|x|·g·(600·(rho_w + 2U) + 8U), with
+    # rho_w <= 76U (llama3 here: 5U·(1 + 8·4/3) + 16U) and g <= 1.14 (YaRN's factor).
+    bound = 2 * np.abs(x).max() * 1.14 * (600 * 78 * U + 8 * U)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=bound)
+
+
+def test_dynamic_ntk_scales_only_past_the_original_length():
+    rope = RoPE(32, scaling=DynamicNTKScaling(2.0, 512))
+    short, _ = rope.cos_sin(jnp.arange(512))
+    plain, _ = RoPE(32).cos_sin(jnp.arange(512))
+    np.testing.assert_array_equal(short, plain)
+    long_, _ = rope.cos_sin(jnp.arange(1024))
+    assert not np.array_equal(long_[:512], plain)
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_rope_offsets_equal_slices_of_the_full_sequence(layout):
+    """Decoding: position t alone gives row t of the whole sequence, bit for bit."""
+    rope = RoPE(16, layout=layout)
+    x = np.random.default_rng(1).standard_normal((1, 10, 3, 16), dtype=np.float32)
+    full = np.asarray(rope.apply(x, np.arange(10)))
+    step = np.asarray(rope.apply(x[:, 7:8], np.array([7])))
+    np.testing.assert_array_equal(step, full[:, 7:8])
+
+
+def test_rope_batched_positions_equal_per_row_positions():
+    rope = RoPE(8)
+    x = np.random.default_rng(2).standard_normal((2, 5, 1, 8), dtype=np.float32)
+    pos = np.array([[0, 1, 2, 3, 4], [9, 10, 11, 0, 1]])  # packed: a second document restarts
+    both = np.asarray(rope.apply(x, pos))
+    for b in range(2):
+        np.testing.assert_array_equal(both[b], np.asarray(rope.apply(x[b], pos[b])))
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_partial_rotary_passes_the_rest_through_unchanged(layout):
+    rope = RoPE(16, layout=layout, rotary_dim=4)
+    x = np.random.default_rng(3).standard_normal((1, 6, 2, 16), dtype=np.float32)
+    out = np.asarray(jax.jit(rope.apply)(x, np.arange(6) + 100))
+    np.testing.assert_array_equal(out[..., 4:], x[..., 4:])
+    assert not np.array_equal(out[..., :4], x[..., :4])
+
+
+def test_rope_keeps_dtype_and_shape():
+    x = jnp.ones((3, 4, 2, 8), jnp.bfloat16)
+    out = RoPE(8).apply(x, jnp.arange(4))
+    assert out.shape == x.shape and out.dtype == jnp.bfloat16
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    rope = RoPE(32)
+    rng = np.random.default_rng(4)
+    q, k = rng.standard_normal((2, 1, 1, 1, 32), dtype=np.float32)
+
+    def score(i, j):
+        return float(jnp.sum(rope.apply(q, jnp.array([i])) * rope.apply(k, jnp.array([j]))))
+
+    assert score(10, 3) == pytest.approx(score(107, 100), abs=1e-4)
+
+
+def test_negative_positions_rotate_backwards():
+    rope = RoPE(8)
+    x = np.random.default_rng(5).standard_normal((1, 1, 1, 8), dtype=np.float32)
+    there = rope.apply(x, jnp.array([5]))
+    back = rope.apply(there, jnp.array([-5]))
+    np.testing.assert_allclose(back, x, atol=1e-6)
+
+
+def test_yarn_attention_factor_scales_cos_and_sin():
+    rope = RoPE(16, scaling=YarnScaling(4.0, 256))
+    cos, sin = rope.cos_sin(jnp.zeros(1, jnp.int32))
+    assert float(cos[0, 0]) == pytest.approx(0.1 * np.log(4.0) + 1.0, rel=1e-7)
+    assert float(sin[0, 0]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
+          "rope_theta": 500000.0, "max_position_embeddings": 131072,
+          "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                           "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
+         RoPE(128, base=500000.0, scaling=Llama3Scaling(8.0, 1.0, 4.0, 8192))),
+        ({"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 8,
+          "rotary_pct": 0.25, "rotary_emb_base": 10000},
+         RoPE(64, rotary_dim=16)),
+        ({"model_type": "phi", "hidden_size": 2048, "num_attention_heads": 32,
+          "partial_rotary_factor": 0.5, "rope_theta": 10000.0},
+         RoPE(64, rotary_dim=32)),
+        ({"model_type": "gptj", "n_embd": 4096, "n_head": 16, "rotary_dim": 64},
+         RoPE(256, layout="interleaved", rotary_dim=64)),
+        ({"model_type": "llama", "head_dim": 128, "hidden_size": 4096, "num_attention_heads": 16,
+          "rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}},
+         RoPE(128, scaling=LinearScaling(4.0))),
+        ({"model_type": "qwen2", "hidden_size": 1024, "num_attention_heads": 16,
+          "rope_theta": 1e6, "max_position_embeddings": 32768,
+          "rope_scaling": {"type": "yarn", "factor": 4.0,
+                           "original_max_position_embeddings": 32768}},
+         RoPE(64, base=1e6, scaling=YarnScaling(4.0, 32768))),
+    ],
+    ids=["llama3", "gpt-neox", "phi", "gpt-j", "rope_parameters-linear", "yarn"],
+)  # fmt: skip
+def test_from_hf_config(config, expected):
+    assert RoPE.from_hf_config(config) == expected
+
+
+def test_from_hf_config_names_a_missing_scaling_key():
+    config = {"hidden_size": 64, "num_attention_heads": 2}
+    config["rope_parameters"] = {"rope_type": "llama3", "factor": 8.0, "rope_theta": 5e5}
+    with pytest.raises(ValueError, match=r"rope_parameters\['low_freq_factor'\] is required"):
+        RoPE.from_hf_config(config)
+
+
+def test_from_hf_config_names_the_unsupported_scaling_key():
+    config = {
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "rope_scaling": {"rope_type": "longrope"},
+    }
+    with pytest.raises(ValueError, match=r"rope_scaling\['rope_type'\] = 'longrope'"):
+        RoPE.from_hf_config(config)
+
+
+# --- rope_permute -----------------------------------------------------------------------------
+
+
+def test_rope_permute_matches_hf_conversion_and_inverts():
+    from parity.positions import hf_permute
+
+    w = np.random.default_rng(6).standard_normal((4 * 16, 24), dtype=np.float32)
+    half = np.asarray(rope_permute(w, 4, to="half"))
+    np.testing.assert_array_equal(half, hf_permute(torch.from_numpy(w), 4).numpy())
+    np.testing.assert_array_equal(np.asarray(rope_permute(half, 4, to="interleaved")), w)
+
+
+def test_rope_permute_turns_interleaved_scores_into_half_scores():
+    rng = np.random.default_rng(7)
+    H, D, M = 2, 16, 32
+    wq, wk = rng.standard_normal((2, H * D, M), dtype=np.float32)
+    x = rng.standard_normal((1, 8, M), dtype=np.float32)
+    pos = np.arange(8) + 50
+
+    def scores(layout, wq, wk):
+        rope = RoPE(D, layout=layout)
+        q = rope.apply((x @ wq.T).reshape(1, 8, H, D), pos)
+        k = rope.apply((x @ wk.T).reshape(1, 8, H, D), pos)
+        return np.einsum("bqhd,bkhd->bhqk", q, k)
+
+    meta = scores("interleaved", wq, wk)
+    hf = scores("half", np.asarray(rope_permute(wq, H)), np.asarray(rope_permute(wk, H)))
+    np.testing.assert_allclose(hf, meta, rtol=1e-5, atol=1e-4)
+
+
+def test_rope_permute_bias():
+    b = jnp.arange(8.0)
+    np.testing.assert_array_equal(rope_permute(b, 1), [0, 2, 4, 6, 1, 3, 5, 7])
+
+
+# --- ALiBi ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_heads", [1, 2, 4, 8, 12, 16, 20, 112])
+def test_alibi_slopes_follow_the_paper(num_heads):
+    from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+    ref = _get_alibi_slopes(num_heads, "cpu").numpy()
+    # (k + 3) ULP (parity.positions.alibi_rows); k <= num_heads.
+    np.testing.assert_allclose(np.asarray(alibi_slopes(num_heads)), ref, rtol=(num_heads + 3) * U)
+
+
+def test_alibi_bias_is_softmax_equivalent_to_bloom():
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    H, Q, K = 12, 6, 10
+    scores = np.random.default_rng(8).standard_normal((H, Q, K))
+    ours = np.asarray(alibi_bias(H, Q, K, offset=K - Q), np.float64)
+    bloom = build_alibi_tensor(torch.ones(1, K, dtype=torch.long), H, torch.float32).numpy()
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    np.testing.assert_allclose(softmax(scores + ours), softmax(scores + bloom), atol=1e-6)
+
+
+def test_alibi_bias_is_zero_on_the_diagonal_and_negative_for_past_keys():
+    bias = np.asarray(alibi_bias(4, 3, 5, offset=2))
+    for q in range(3):
+        assert np.all(bias[:, q, q + 2] == 0)
+        assert np.all(bias[:, q, : q + 2] < 0)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: RoPE(7), "head_dim"),
+        (lambda: RoPE(8, rotary_dim=3), "rotary_dim"),
+        (lambda: RoPE(8, rotary_dim=10), "rotary_dim"),
+        (lambda: RoPE(8, base=0.0), "base"),
+        (lambda: RoPE(8, base=-1.0), "base"),
+        (lambda: RoPE(8, layout="neox"), "layout"),
+        (lambda: sinusoidal_table(4, 8, variant="vaswani"), "variant"),
+        (lambda: sinusoidal_table(0, 8), "num_positions"),
+        (lambda: LinearScaling(0.0), "factor"),
+        (lambda: DynamicNTKScaling(-2.0, 10), "factor"),
+        (lambda: YarnScaling(0.0, 10), "factor"),
+        (lambda: Llama3Scaling(8.0, 4.0, 1.0, 8192), "low_freq_factor"),
+        (lambda: Llama3Scaling(8.0, 0.0, 4.0, 8192), "low_freq_factor"),
+        (lambda: alibi_slopes(0), "num_heads"),
+        (lambda: alibi_bias(0, 2, 2), "num_heads"),
+        (lambda: rope_permute(jnp.ones((12, 4)), 0), "num_heads"),
+        (lambda: rope_permute(jnp.ones((12, 4)), 5), "first dimension"),
+        (lambda: rope_permute(jnp.ones((12, 4)), 2, to="meta"), "to"),
+        (lambda: RoPE(8).apply(jnp.ones((1, 4, 2, 6)), jnp.arange(4)), "head_dim=8"),
+        (lambda: RoPE(8).apply(jnp.ones((1, 4, 2, 8)), jnp.arange(5)), "positions"),
+        (lambda: RoPE(8).apply(jnp.ones((2, 4, 2, 8)), jnp.zeros((3, 4), int)), "positions"),
+    ],
+)
+def test_bad_input_raises_naming_the_argument(make, name):
+    with pytest.raises(ValueError, match=name):
+        make()
+
+
+def test_bad_shapes_raise_under_jit_too():
+    with pytest.raises(ValueError, match="head_dim=8"):
+        jax.jit(RoPE(8).apply)(jnp.ones((1, 4, 2, 6)), jnp.arange(4))
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_rotate_keeps_signed_zeros_like_hf(layout):
+    """Bit patterns, not values: -0.0 and 0.0 inputs come out with HF's signs (no jit)."""
+    from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb as gptj_apply
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as llama_apply
+
+    x = np.array([[[[0.0, -0.0, 1.0, -0.0, -0.0, 0.0, -2.0, 0.0]]]], np.float32)  # (1,1,1,8)
+    cos = np.float32([[1.0, 0.5, 0.0, -1.0]])  # (T=1, 4)
+    sin = np.float32([[0.0, -0.5, 1.0, -0.0]])
+    ours = np.asarray(RoPE(8, layout=layout).rotate(jnp.asarray(x), cos, sin))
+    xt = torch.from_numpy(x)
+    if layout == "half":
+        c = torch.from_numpy(np.concatenate([cos, cos], -1))[None]
+        s = torch.from_numpy(np.concatenate([sin, sin], -1))[None]
+        ref = llama_apply(xt, xt, c, s, unsqueeze_dim=2)[0].numpy()
+    else:
+        ref = gptj_apply(xt, torch.from_numpy(sin)[None], torch.from_numpy(cos)[None]).numpy()
+    np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32))
