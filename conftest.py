@@ -25,7 +25,11 @@ SKIP_LINE = 0  # the location every tokenizer skip is reported at, so they fold 
 
 # Run as a script by tests/distributed/test_multiprocess.py; importing it (as
 # --doctest-modules would) sets XLA_FLAGS for this process and its children.
-collect_ignore = ["tests/distributed/worker.py"]
+collect_ignore = [
+    "tests/distributed/worker.py",
+    # Run by tests/distributed/test_sharding.py in a process with 8 forced CPU devices.
+    "tests/distributed/eight_devices",
+]
 
 # CI sets TIKTOKEN_CACHE_DIR; a developer's checkout beside shared/ works without it.
 if SHARED_TIKTOKEN_CACHE.is_dir():
