@@ -7,7 +7,7 @@ same tied head (``tied_logits``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,8 @@ __all__ = [
     "Initializer",
     "check_position_inputs",
     "check_position_mode",
+    "EmbeddingConfig",
+    "embed_inputs",
     "embed_sum",
     "embed_tokens",
     "lookup",
@@ -119,6 +121,45 @@ def embed_tokens(
         context_length, tok_VxD.shape[-1], variant=sinusoidal_variant, dtype=tok_VxD.dtype
     )
     return embed_sum(tok_VxD, table, token_ids, positions)
+
+
+class EmbeddingConfig(Protocol):
+    """The fields of an ``InputEmbedding`` (Linen or NNX) that ``embed_inputs`` reads."""
+
+    vocab_size: int
+    context_length: int
+    position: str
+    sinusoidal_variant: str
+
+
+def embed_inputs(
+    config: EmbeddingConfig,
+    tok_VxD: jax.Array,
+    pos_CxD: jax.Array | None,
+    token_ids: jax.Array,
+    positions: jax.Array | None,
+) -> jax.Array:
+    """``check_position_inputs`` then ``embed_tokens``: both modules' ``__call__`` before dropout.
+
+    ``pos_CxD`` is the learned table (``position="learned"``), else unused.
+    Returns ``token_ids.shape + (D,)``.
+    """
+    check_position_inputs(
+        token_ids,
+        positions,
+        position=config.position,
+        vocab_size=config.vocab_size,
+        context_length=config.context_length,
+    )
+    return embed_tokens(
+        tok_VxD,
+        token_ids,
+        positions,
+        position=config.position,
+        context_length=config.context_length,
+        sinusoidal_variant=config.sinusoidal_variant,
+        pos_CxD=pos_CxD,
+    )
 
 
 def embed_sum(

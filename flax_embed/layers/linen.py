@@ -16,9 +16,8 @@ from flax_embed.layers.common import (
     TOKEN_AXES,
     Dtype,
     Initializer,
-    check_position_inputs,
     check_position_mode,
-    embed_tokens,
+    embed_inputs,
     tied_logits,
     torch_embedding_init,
 )
@@ -166,22 +165,8 @@ class InputEmbedding(nn.Module):
         Returns:
           ``(B, T, features)`` (or ``(T, features)``) embeddings.
         """
-        check_position_inputs(
-            token_ids,
-            positions,
-            position=self.position,
-            vocab_size=self.vocab_size,
-            context_length=self.context_length,
-        )
-        x = embed_tokens(
-            _table(self.tok_emb),
-            token_ids,
-            positions,
-            position=self.position,
-            context_length=self.context_length,
-            sinusoidal_variant=self.sinusoidal_variant,
-            pos_CxD=_table(self.pos_emb) if self.position == "learned" else None,
-        )
+        pos_CxD = _table(self.pos_emb) if self.position == "learned" else None
+        x = embed_inputs(self, _table(self.tok_emb), pos_CxD, token_ids, positions)
         if self.dropout_rate > 0:
             x = self.drop_emb(x, deterministic=deterministic)
         return x
