@@ -410,15 +410,9 @@ def same_cos_sin_rows(backend: str) -> list[CheckResult]:
             )
         )
         # The bound for the jitted one: per entry, with the pair partner as r.
-        if layout == "half":
-            partner = np.concatenate([x[..., d // 2 : d], x[..., : d // 2]], -1)
-            c = np.concatenate([cos_h, cos_h], -1)[..., None, :]
-            s = np.concatenate([sin_h, sin_h], -1)[..., None, :]
-        else:
-            pairs = x[..., :d].reshape(B, T, H, d // 2, 2)
-            partner = pairs[..., ::-1].reshape(B, T, H, d)
-            c = np.repeat(cos_h, 2, -1)[..., None, :]
-            s = np.repeat(sin_h, 2, -1)[..., None, :]
+        partner = _pair_partner(x[..., :d], layout)
+        c = _per_feature(cos_h, layout)[..., None, :]
+        s = _per_feature(sin_h, layout)[..., None, :]
         bound = np.concatenate(
             [fma_bound(x[..., :d], partner, c, s), np.zeros(x[..., d:].shape)], -1
         )
@@ -483,13 +477,9 @@ def bf16_rotate_rows(backend: str) -> list[CheckResult]:
             )
         )
         xf = x.astype(np.float64)
-        if layout == "half":
-            partner = np.concatenate([xf[..., D // 2 :], xf[..., : D // 2]], -1)
-            c = np.concatenate([cos_h, cos_h], -1)[:, None, :]
-            s_ = np.concatenate([sin_h, sin_h], -1)[:, None, :]
-        else:
-            partner = xf.reshape(B, T, H, D // 2, 2)[..., ::-1].reshape(B, T, H, D)
-            c, s_ = np.repeat(cos_h, 2, -1)[:, None, :], np.repeat(sin_h, 2, -1)[:, None, :]
+        partner = _pair_partner(xf, layout)
+        c = _per_feature(cos_h, layout)[:, None, :]
+        s_ = _per_feature(sin_h, layout)[:, None, :]
         c = c.astype(bf16).astype(np.float64)
         s_ = s_.astype(bf16).astype(np.float64)
         bound = 3 * u_b * (np.abs(xf * c) + np.abs(partner * s_)) * (1 + u_b)
@@ -731,6 +721,31 @@ def positions_checks(backend: str) -> list[CheckResult]:
     return rows
 
 
+def _pair_partner(x_d: np.ndarray, layout: str) -> np.ndarray:
+    """The feature each rotated feature is mixed with: the other half, or its pair."""
+    if layout == "half":
+        h = x_d.shape[-1] // 2
+        return np.concatenate([x_d[..., h:], x_d[..., :h]], -1)
+    return x_d.reshape(*x_d.shape[:-1], -1, 2)[..., ::-1].reshape(x_d.shape)
+
+
+def _per_feature(v_half: np.ndarray, layout: str) -> np.ndarray:
+    """Per-frequency values ``(..., d/2)`` spread over the ``d`` rotated features."""
+    return np.concatenate([v_half, v_half], -1) if layout == "half" else np.repeat(v_half, 2, -1)
+
+
+def _partial_apply_bound(x: np.ndarray, d: int, cs: np.ndarray, layout: str) -> np.ndarray:
+    """|Δ| bound of a jitted partial-rotary ``apply`` of ``x`` ``(1, T, H, D)``.
+
+    ``cs`` ``(T, d/2)`` bounds the error of each cos/sin; the rotation adds 4U; the
+    ``D - d`` pass-through features are exact.
+    """
+    rotated = (np.abs(x[..., :d]) + np.abs(_pair_partner(x[..., :d], layout))) * (
+        _per_feature(cs, layout)[None, :, None, :] + 4 * U
+    )
+    return np.concatenate([rotated, np.zeros(x[..., d:].shape)], -1)
+
+
 def gptj_rows(backend: str) -> list[CheckResult]:
     """Interleaved end to end: GPT-J's table + ``apply_rotary_pos_emb`` (partial, 32 of 64).
 
@@ -755,16 +770,7 @@ def gptj_rows(backend: str) -> list[CheckResult]:
     inv = rope.inv_freq_np().astype(np.float64)
     theta = pos_T.astype(np.float64)[:, None] * inv
     cs = theta * (5 * U + 2 * U) + 4 * U + sincos_slack(backend)
-    pairs = x[..., :d].reshape(1, -1, H, d // 2, 2)
-    partner = pairs[..., ::-1].reshape(1, -1, H, d)
-    bound = np.concatenate(
-        [
-            (np.abs(x[..., :d]) + np.abs(partner))
-            * (np.repeat(cs, 2, -1)[None, :, None, :] + 4 * U),
-            np.zeros(x[..., d:].shape),
-        ],
-        -1,
-    )
+    bound = _partial_apply_bound(x, d, cs, "interleaved")
     return [
         bounded(
             f"RoPE GPT-J interleaved rotary_dim={d}/{D} apply (jit) vs HF",
@@ -799,15 +805,7 @@ def neox_rows(backend: str) -> list[CheckResult]:
         ours = np.asarray(jax.jit(rope.apply)(x, pos_T))
     theta = pos_T.astype(np.float64)[:, None] * rope.inv_freq_np().astype(np.float64)
     cs = theta * (5 * U + 2 * U) + 4 * U + sincos_slack(backend)
-    partner = np.concatenate([x[..., d // 2 : d], x[..., : d // 2]], -1)
-    bound = np.concatenate(
-        [
-            (np.abs(x[..., :d]) + np.abs(partner))
-            * (np.concatenate([cs, cs], -1)[None, :, None, :] + 4 * U),
-            np.zeros(x[..., d:].shape),
-        ],
-        -1,
-    )
+    bound = _partial_apply_bound(x, d, cs, "half")
     return [
         bounded(
             f"RoPE GPT-NeoX rotary_pct=0.25 ({d}/{D}) apply (jit) vs HF",
