@@ -141,7 +141,9 @@ def test_a_shard_that_disagrees_with_the_manifest_is_named(tmp_path, inputs):
     shard.write_bytes(bytes(data))
     with pytest.raises(TokenFileError, match=r"tokens-00001\.bin: checksum disagrees"):
         SlidingWindowDataset.from_files(out, 8, 8)
-    SlidingWindowDataset.from_files(out, 8, 8, verify=False)  # the size still agrees
+    with pytest.raises(TokenFileError, match=r"tokens-00001\.bin: corrupt: its CRC-32"):
+        SlidingWindowDataset.from_files(out, 8, 8, verify=False)  # the sidecar's CRC-32
+    SlidingWindowDataset.from_files(out, 8, 8, verify=False, check_ids=False)  # size agrees
     manifest = json.loads((out / MANIFEST).read_text())
     manifest["shards"][2]["tokens"] += 1
     (out / MANIFEST).write_text(json.dumps(manifest))
