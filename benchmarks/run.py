@@ -40,6 +40,7 @@ def sections(quick: bool) -> list[tuple[str, str, list[str], dict[str, str]]]:
         ("forward", "forward.py", q, SIDE_BY_SIDE_ENV),
         ("forward-tuned", "forward.py", [*q, "--tuned"], TUNED_ENV),
         ("tokenizer", "tokenizer.py", q, {}),
+        ("corpora", "corpora.py", q, {}),
         ("pipeline", "pipeline.py", q, {}),
         ("prefetch", "prefetch_overlap.py", q, {}),
         ("positions", "positions.py", q, SIDE_BY_SIDE_ENV),
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", metavar="SECTION",
         help="run only this section (repeatable): loader, forward, forward-tuned, tokenizer, "
-        "pipeline, prefetch, positions, token-file-rss",
+        "corpora, pipeline, prefetch, positions, token-file-rss",
     )  # fmt: skip
     parser.add_argument(
         "--write-docs", metavar="PAGE",

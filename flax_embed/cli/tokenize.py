@@ -1,32 +1,32 @@
-"""``flax-embed tokenize CORPUS... -o tokens.npy``: text files to one token file, on every core.
+"""``flax-embed tokenize CORPUS... -o tokens.npy``: a corpus to token files, on every core.
 
-The files are read in blocks and streamed through ``iter_encode_parallel`` into a
-``TokenFileWriter``, so neither the corpus nor its ids need to fit in memory, and
-the ids equal ``encode("<|endoftext|>".join(texts))`` (``"".join`` with ``--no-eot``),
-where ``texts`` are the files as ``cli._common.read_text`` reads them (UTF-8, universal newlines).
+Inputs are text, JSON Lines (``.jsonl``/``.json``, also ``.gz``/``.zst``), Parquet, a
+Hugging Face ``save_to_disk`` folder, folders and globs (``data.corpus``). The
+documents are streamed through ``iter_encode_parallel``, so neither the corpus nor
+its ids need to fit in memory, and the ids equal ``encode("<|endoftext|>".join(documents))``
+(``"".join`` with ``--no-eot``); a text file is one document, read as
+``cli._common.read_text`` reads it (UTF-8, universal newlines).
+
+``-o TOKENS.npy`` / ``-o TOKENS.bin`` writes one token file; ``-o DIR/`` (or
+``--shard-tokens N``) writes shards and a manifest (``data.shards``), locally or on
+Ray with ``--ray`` (``data.ray_tokenize``).
 """
 
 from __future__ import annotations
 
 import argparse
-import codecs
-import io
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
-from flax_embed.cli._common import CLIError, int_option, read_error, write_error
+from flax_embed.cli._common import CLIError, int_option, write_error
+from flax_embed.data import corpus
+from flax_embed.data.corpus import DEFAULT_FIELD, CorpusError
 from flax_embed.data.parallel_tokenize import default_workers, iter_encode_parallel
 from flax_embed.data.token_files import TokenFileWriter
-from flax_embed.tokenizer import ENDOFTEXT, TokenizerUnavailableError
+from flax_embed.tokenizer import TokenizerUnavailableError
 
-__all__ = ["BLOCK_BYTES", "MAX_WORKERS", "PROGRESS_MIN_BYTES", "add_parser", "run"]
+__all__ = ["MAX_WORKERS", "PROGRESS_MIN_BYTES", "add_parser", "run"]
 
-BLOCK_BYTES = 16 << 20
-"""Bytes of text read at a time."""
 PROGRESS_MIN_BYTES = 4 << 20
 """Inputs of at least this many bytes in all get a progress bar (on stderr)."""
 MAX_WORKERS = 1024
@@ -37,16 +37,30 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """Adds ``tokenize`` to the ``flax-embed`` subcommands."""
     tokenize = commands.add_parser(
         "tokenize",
-        help="tokenize text files into one GPT-2 token file (.npy, or .bin + .bin.json)",
-        description="Tokenizes the UTF-8 text files CORPUS... with GPT-2 BPE on every core and "
-        "writes their ids, in order, to one token file: uint16 ids as .npy, or as raw .bin with "
-        "a JSON sidecar (.bin.json). Documents are separated by <|endoftext|> (id 50256). The "
-        "write is atomic: on any error the output is left as it was.",
+        help="tokenize a corpus into GPT-2 token files (.npy, .bin + .bin.json, or shards)",
+        description="Tokenizes the documents of CORPUS... (UTF-8 text files, JSON Lines "
+        ".jsonl/.json, optionally .gz or .zst, Parquet, a Hugging Face save_to_disk folder, "
+        "folders, globs) with GPT-2 BPE on every core and writes their ids, in order: to one "
+        "token file (uint16 ids as .npy, or raw .bin with a JSON sidecar), or with -o DIR/ to "
+        "shards DIR/tokens-00000.bin, ... and DIR/manifest.json. Documents are separated by "
+        "<|endoftext|> (id 50256). Writes are atomic: on any error no output is left that "
+        "looks complete; a sharded job re-run over the same DIR resumes.",
     )
-    tokenize.add_argument("corpus", nargs="+", metavar="CORPUS", help="UTF-8 text files")
+    tokenize.add_argument("corpus", nargs="+", metavar="CORPUS",
+                          help="input files, folders or glob patterns")  # fmt: skip
     tokenize.add_argument(
-        "-o", "--out", required=True, metavar="TOKENS", help="the token file: *.npy or *.bin"
+        "-o", "--out", required=True, metavar="OUT",
+        help="the token file (*.npy or *.bin), or a folder (DIR/) for shards",
+    )  # fmt: skip
+    tokenize.add_argument(
+        "--field",
+        default=DEFAULT_FIELD,
+        help="the JSON/Parquet field holding each document (default: text)",
     )
+    tokenize.add_argument(
+        "--shard-tokens", type=int_option(1, 2**62), default=None, metavar="N",
+        help="tokens per shard (implies a folder output; default 100,000,000)",
+    )  # fmt: skip
     tokenize.add_argument(
         "--workers",
         type=int_option(1, MAX_WORKERS),
@@ -59,69 +73,91 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_false",
         help="concatenate the documents without <|endoftext|> between them",
     )
+    tokenize.add_argument(
+        "--ray", action="store_true", help="run on Ray (pip install 'flax-embed[ray]'); shards only"
+    )
+    tokenize.add_argument(
+        "--ray-address", default=None, metavar="ADDRESS",
+        help="an existing Ray cluster (e.g. 10.0.0.1:6379 or auto; implies --ray); "
+        "default: a local Ray instance",
+    )  # fmt: skip
     tokenize.set_defaults(run=run)
 
 
-def _check_readable(path: str) -> int:
-    """The size of ``path`` in bytes; a CLIError (``read_error``) if it is unreadable."""
-    try:
-        with open(path, "rb") as f:
-            return os.fstat(f.fileno()).st_size
-    except OSError as e:
-        raise read_error(path, e) from None
+def _is_folder_output(args: argparse.Namespace) -> bool:
+    return (args.shard_tokens is not None or args.out.endswith(("/", "\\"))
+            or Path(args.out).is_dir())  # fmt: skip
 
 
-def _text_blocks(path: str, progress: tqdm) -> Iterator[str]:
-    """The text of ``path`` in blocks: UTF-8, newlines translated as ``read_text`` does."""
-    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")(), translate=True)
-    offset = 0  # bytes of the file given to the decoder so far
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(BLOCK_BYTES):
-                pending = len(decoder.getstate()[0])
-                try:
-                    yield decoder.decode(block)
-                except UnicodeDecodeError as e:
-                    byte = offset - pending + e.start
-                    raise CLIError(f"{path}: not UTF-8 text (byte {byte}: {e.reason})") from None
-                offset += len(block)
-                progress.update(len(block))
-            try:
-                yield decoder.decode(b"", final=True)
-            except UnicodeDecodeError as e:
-                byte = offset - len(e.object) + e.start
-                raise CLIError(f"{path}: not UTF-8 text (byte {byte}: {e.reason})") from None
-    except OSError as e:
-        raise read_error(path, e) from None
+def _run_single(args: argparse.Namespace, out: Path, workers: int) -> int:
+    from tqdm import tqdm
 
-
-def run(args: argparse.Namespace) -> int:
-    """Runs ``flax-embed tokenize``."""
-    out = Path(args.out)
     if out.suffix not in (".npy", ".bin"):
-        raise CLIError(f"{out}: the output must end in .npy or .bin")
-    if args.workers is not None and args.workers < 1:
-        raise CLIError(f"--workers must be at least 1, got {args.workers}")
-    workers = args.workers or default_workers()
-    total = sum(_check_readable(path) for path in args.corpus)
-
-    def pieces(progress: tqdm) -> Iterator[str]:
-        for i, path in enumerate(args.corpus):
-            if i and args.eot:
-                yield ENDOFTEXT
-            yield from _text_blocks(path, progress)
-
+        raise CLIError(f"{out}: the output must end in .npy or .bin (or be a folder, DIR/)")
+    if args.ray or args.ray_address:
+        raise CLIError("--ray writes shards: give a folder, -o DIR/ (and --shard-tokens N)")
+    paths = corpus.expand_inputs(args.corpus)
+    total = sum(corpus.input_size(p) for p in paths)
+    segments = corpus.plan_segments(paths, target_bytes=max(total, 1) * 2)  # whole files
     progress = tqdm(total=total, unit="B", unit_scale=True, desc="tokenize", file=sys.stderr,
                     disable=total < PROGRESS_MIN_BYTES)  # fmt: skip
     try:
         # Made inside the `with`: an interrupt right after it is made still removes it.
         with progress, TokenFileWriter(out) as writer:
-            for ids_N in iter_encode_parallel(pieces(progress), workers=workers):
+            pieces = corpus.corpus_pieces(segments, args.field, eot=args.eot,
+                                          progress=progress.update)  # fmt: skip
+            for ids_N in iter_encode_parallel(pieces, workers=workers):
                 writer.write(ids_N)
-    except TokenizerUnavailableError as e:
-        raise CLIError(str(e)) from None
     except OSError as e:
         raise write_error(out, e) from None
-    files = f"{len(args.corpus)} file{'s' if len(args.corpus) > 1 else ''}"
+    files = f"{len(paths)} file{'s' if len(paths) > 1 else ''}"
     print(f"wrote {out}: {writer.count} tokens ({writer.dtype.name}) from {files}")
     return 0
+
+
+def _run_sharded(args: argparse.Namespace, out: Path, workers: int) -> int:
+    from flax_embed.data.shards import DEFAULT_SHARD_TOKENS, tokenize_corpus
+
+    shard_tokens = DEFAULT_SHARD_TOKENS if args.shard_tokens is None else args.shard_tokens
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{out}: exists and is not a folder (shards go to a folder)")
+    runner = None
+    if args.ray or args.ray_address:
+        if not args.eot:
+            raise CLIError("--ray needs document boundaries to split the work: drop --no-eot")
+        from flax_embed.data.ray_tokenize import RayRunner
+
+        try:
+            runner = RayRunner(address=args.ray_address)
+        except ImportError as e:
+            raise CLIError(str(e)) from None
+    paths = corpus.expand_inputs(args.corpus)
+    total = sum(corpus.input_size(p) for p in paths)
+    try:
+        manifest = tokenize_corpus(paths, out, shard_tokens=shard_tokens, field=args.field,
+                                   eot=args.eot, workers=workers, runner=runner,
+                                   progress=total >= PROGRESS_MIN_BYTES)  # fmt: skip
+    except OSError as e:
+        raise write_error(getattr(e, "filename", None) or out, e) from None
+    finally:
+        if runner is not None:
+            runner.close()
+    shards = len(manifest["shards"])
+    files = f"{len(paths)} file{'s' if len(paths) > 1 else ''}"
+    print(f"wrote {out}: {manifest['tokens']} tokens ({manifest['dtype']}) in {shards} "
+          f"shard{'s' if shards != 1 else ''} from {files}")  # fmt: skip
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``flax-embed tokenize``."""
+    workers = args.workers or default_workers()
+    out = Path(args.out)
+    try:
+        if _is_folder_output(args):
+            return _run_sharded(args, out, workers)
+        return _run_single(args, out, workers)
+    except CorpusError as e:
+        raise CLIError(str(e)) from None
+    except TokenizerUnavailableError as e:
+        raise CLIError(str(e)) from None

@@ -41,12 +41,13 @@ property tests, and that the boundaries right *after* a whitespace run are not s
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -62,6 +63,8 @@ __all__ = [
     "iter_encode_parallel",
 ]
 
+IN_FLIGHT_PER_WORKER = 3
+"""Chunks queued per thread by ``iter_encode_parallel``: memory O(workers x chunk)."""
 DEFAULT_CHUNK_CHARS = 1 << 20
 """Characters per chunk (about 250k tokens of English): many chunks per core on big texts."""
 
@@ -110,7 +113,7 @@ def chunk_boundaries(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS) -> list[
     return bounds
 
 
-def _encoder(bpe_dir):
+def _encoder(bpe_dir) -> Callable[[str], np.ndarray]:
     tokenizer = gpt2_tokenizer(bpe_dir)
     allowed = {ENDOFTEXT}
     if not hasattr(tokenizer, "encode_to_numpy"):  # tiktoken < 0.8
@@ -145,32 +148,53 @@ def iter_encode_parallel(
     workers = default_workers() if workers is None else check_positive_int("workers", workers)
     chunk_chars = check_positive_int("chunk_chars", chunk_chars)
     encode_chunk = _encoder(bpe_dir)
+    if workers == 1:
+        for chunk in _chunks(pieces, chunk_chars):
+            yield encode_chunk(chunk)
+        return
+    # Chunks are submitted as soon as they are cut, across piece boundaries, with up to
+    # IN_FLIGHT_PER_WORKER chunks per thread queued: the threads keep encoding while
+    # this thread reads and cuts the next piece and the caller writes the ids, instead
+    # of idling at the end of every piece (see benchmarks/corpora.py).
+    in_flight: collections.deque = collections.deque()
+    limit = IN_FLIGHT_PER_WORKER * workers
     with ThreadPoolExecutor(workers) as pool:
-        pending: list[str] = []  # the carried-over text, then pieces not encoded yet
-        pending_chars = 0
-        pieces = iter(pieces)
-        piece = next(pieces, None)
-        while piece is not None:
-            if not isinstance(piece, str):
-                raise TypeError(f"pieces must be str, got {type(piece).__name__}")
-            following = next(pieces, None)
-            pending.append(piece)
-            pending_chars += len(piece)
-            if following is not None and pending_chars < 2 * chunk_chars:
-                piece = following  # too little text for a chunk yet: join it later, once
-                continue
-            text = "".join(pending)
-            bounds = chunk_boundaries(text, chunk_chars)
-            if following is not None:  # the text after the last boundary may continue
-                carry = text[bounds[-2] :] if len(bounds) > 1 else ""
-                bounds = bounds[:-1]
-                pending, pending_chars = [carry], len(carry)
-            chunks = [text[a:b] for a, b in itertools.pairwise(bounds)]
-            if workers == 1 or len(chunks) == 1:
-                yield from map(encode_chunk, chunks)
-            else:
-                yield from pool.map(encode_chunk, chunks)
-            piece = following
+        try:
+            for chunk in _chunks(pieces, chunk_chars):
+                in_flight.append(pool.submit(encode_chunk, chunk))
+                while len(in_flight) >= limit or (in_flight and in_flight[0].done()):
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+        finally:
+            for future in in_flight:
+                future.cancel()
+
+
+def _chunks(pieces: Iterable[str], chunk_chars: int) -> Iterator[str]:
+    """The chunks of ``"".join(pieces)`` cut at safe boundaries, as the pieces stream in."""
+    pending: list[str] = []  # the carried-over text, then pieces not cut yet
+    pending_chars = 0
+    pieces = iter(pieces)
+    piece = next(pieces, None)
+    while piece is not None:
+        if not isinstance(piece, str):
+            raise TypeError(f"pieces must be str, got {type(piece).__name__}")
+        following = next(pieces, None)
+        pending.append(piece)
+        pending_chars += len(piece)
+        if following is not None and pending_chars < 2 * chunk_chars:
+            piece = following  # too little text for a chunk yet: join it later, once
+            continue
+        text = "".join(pending)
+        bounds = chunk_boundaries(text, chunk_chars)
+        if following is not None:  # the text after the last boundary may continue
+            carry = text[bounds[-2] :] if len(bounds) > 1 else ""
+            bounds = bounds[:-1]
+            pending, pending_chars = [carry], len(carry)
+        for a, b in itertools.pairwise(bounds):
+            yield text[a:b]
+        piece = following
 
 
 def encode_parallel(

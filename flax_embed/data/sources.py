@@ -13,12 +13,15 @@ import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from flax_embed._validation import as_token_ids, check_ids_1d, check_positive_int
 from flax_embed.data.token_files import TokenFileError, open_token_file
+
+if TYPE_CHECKING:  # a lazy import below: shards.py is built on this module
+    from flax_embed.data.shards import ShardedTokenDataset
 
 __all__ = ["Batch", "SlidingWindowDataset", "TokenFileDataset", "WindowSource"]
 
@@ -93,16 +96,56 @@ class SlidingWindowDataset:
         *,
         vocab_size: int | None = None,
         check_ids: bool = True,
+        dtype: str | np.dtype | None = None,
     ) -> SlidingWindowDataset:
         """Windows over a token file (``.npy``, or ``.bin`` + sidecar), memory-mapped.
 
         Nothing is copied: resident memory stays O(batch) for any file size. The file
-        is checked first (see ``token_files.read_token_file`` for ``vocab_size`` and
-        ``check_ids``). Returns a ``token_files.TokenFileDataset``.
+        is checked first (see ``token_files.read_token_file`` for ``vocab_size``,
+        ``check_ids`` and ``dtype``: ``dtype="uint16"`` reads nanoGPT's raw ``.bin``
+        files, which have no sidecar). Returns a ``TokenFileDataset``.
         """
         return TokenFileDataset(
-            path, max_length, stride, vocab_size=vocab_size, check_ids=check_ids
+            path, max_length, stride, vocab_size=vocab_size, check_ids=check_ids, dtype=dtype
         )
+
+    @classmethod
+    def from_files(
+        cls,
+        paths_or_manifest: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        max_length: int,
+        stride: int,
+        *,
+        vocab_size: int | None = None,
+        check_ids: bool = True,
+        verify: bool = True,
+        dtype: str | np.dtype | None = None,
+    ) -> ShardedTokenDataset:
+        """Windows over several token files read as one stream, memory-mapped.
+
+        The batches equal those of one ``SlidingWindowDataset`` over the concatenated
+        ids, windows that cross a file boundary included; resident memory stays
+        O(batch), as with ``from_file``.
+
+        Args:
+          paths_or_manifest: a list of token files, or the ``manifest.json`` (or the
+            folder holding it) that ``flax-embed tokenize -o DIR/`` writes. With a
+            manifest, each shard's size, and with ``verify=True`` its sha256, must
+            agree with it (else ``TokenFileError`` naming the shard).
+          max_length: tokens per window, ``T``.
+          stride: tokens between the starts of consecutive windows.
+          vocab_size: as in ``read_token_file``, for every file (default: the manifest's).
+          check_ids: as in ``read_token_file``, for every file.
+          verify: with a manifest, check each shard's sha256 against it (reads every shard).
+          dtype: as in ``read_token_file``, for every file (raw ``.bin`` files).
+
+        Returns:
+          ShardedTokenDataset: the windows, ``(inputs_T, targets_T)`` int32 pairs.
+        """
+        from flax_embed.data.shards import open_shards
+
+        return open_shards(paths_or_manifest, max_length, stride, vocab_size=vocab_size,
+                           check_ids=check_ids, verify=verify, dtype=dtype)  # fmt: skip
 
     def __len__(self) -> int:
         return self._windows_WxT1.shape[0]
@@ -157,6 +200,7 @@ class TokenFileDataset(SlidingWindowDataset):
       stride: tokens between the starts of consecutive windows.
       vocab_size: see ``read_token_file``.
       check_ids: see ``read_token_file``.
+      dtype: see ``read_token_file`` (``"uint16"`` for nanoGPT's raw ``.bin`` files).
     """
 
     RELEASE_EVERY = 16
@@ -173,10 +217,12 @@ class TokenFileDataset(SlidingWindowDataset):
         *,
         vocab_size: int | None = None,
         check_ids: bool = True,
+        dtype: str | np.dtype | None = None,
     ):
         self.path = Path(path)
         self.vocab_size = vocab_size
-        tokens_N, vocab = open_token_file(self.path, vocab_size, check_ids)
+        self.dtype = dtype
+        tokens_N, vocab = open_token_file(self.path, vocab_size, check_ids, dtype=dtype)
         self._mapping = getattr(tokens_N, "_mmap", None)
         # The mapping's end in the file: reads check that the file still reaches it.
         self._mapped_end = getattr(tokens_N, "offset", 0) + tokens_N.nbytes
@@ -244,10 +290,10 @@ class TokenFileDataset(SlidingWindowDataset):
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "max_length": self.max_length, "stride": self.stride,
-                "vocab_size": self.vocab_size}  # fmt: skip
+                "vocab_size": self.vocab_size, "dtype": self.dtype}  # fmt: skip
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(**state, check_ids=False)  # checked when first opened
+        self.__init__(**{"dtype": None, **state}, check_ids=False)  # checked when first opened
 
     def __repr__(self) -> str:
         fields = super().__repr__().partition("(")[2]

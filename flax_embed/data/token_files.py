@@ -301,8 +301,8 @@ def _read_sidecar(path: Path, raw: bytes | None) -> tuple[np.dtype, int, int, in
         raise TokenFileError(
             f"{path}: no sidecar {sidecar.name} (a raw .bin token file needs it for its dtype, "
             "vocabulary and count; flax-embed never leaves a .bin without one, so it was "
-            "deleted or not copied; write token files with write_token_file or "
-            "flax-embed tokenize)"
+            "deleted or not copied; a raw .bin from elsewhere, e.g. nanoGPT's, reads with its "
+            "dtype given: read_token_file(path, dtype='uint16') or from_file(..., dtype=...))"
         ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TokenFileError(f"{sidecar}: not a JSON sidecar ({e})") from None
@@ -365,12 +365,36 @@ def _read_npy_header(path: Path, f) -> tuple[np.dtype, int]:
     return dtype, shape[0]
 
 
+def _raw_dtype(dtype) -> np.dtype:
+    """The explicit ``dtype=`` of a token file, checked: uint16, uint32 or int32."""
+    names = sorted(_READABLE.values())
+    try:
+        dt = np.dtype(dtype).newbyteorder("<")
+    except TypeError:
+        raise ValueError(f"dtype must be one of {names}, got {dtype!r}") from None
+    if dt not in _READABLE:
+        raise ValueError(f"dtype must be one of {names}, got {dtype!r}")
+    return dt
+
+
 def _inspect(
-    path: Path, f, sidecar: bytes | None, vocab_size: int | None
+    path: Path, f, sidecar: bytes | None, vocab_size: int | None, asked=None
 ) -> tuple[np.dtype, int, int, int, int | None]:
-    """Checks an open token file's layout; returns ``(dtype, count, data_offset, vocab, crc32)``."""
+    """Checks an open token file's layout; returns ``(dtype, count, data_offset, vocab, crc32)``.
+
+    ``asked``: the caller's ``dtype=``; it reads a ``.bin`` without a sidecar (nanoGPT's).
+    """
     crc32 = None
     size = os.fstat(f.fileno()).st_size
+    if _layout_of(path) == "bin" and asked is not None and sidecar is None:
+        raw = _raw_dtype(asked)
+        if size % raw.itemsize:
+            raise TokenFileError(
+                f"{path}: {size} bytes is not a whole number of {raw.name} ids "
+                "(truncated, or another dtype?)"
+            )
+        vocab = GPT2_VOCAB_SIZE if vocab_size is None else vocab_size
+        return raw, size // raw.itemsize, 0, vocab, None
     if _layout_of(path) == "npy":
         dtype, count = _read_npy_header(path, f)
         offset = f.tell()
@@ -386,6 +410,8 @@ def _inspect(
             )
         vocab = recorded if vocab_size is None else vocab_size
         described = f"its sidecar {sidecar_path(path).name} says {count} {dtype.name} ids"
+    if asked is not None and _raw_dtype(asked) != dtype:
+        raise TokenFileError(f"{path}: holds {dtype.name} ids, not the dtype={asked!r} asked for")
     expected = offset + count * dtype.itemsize
     if size != expected:
         what = "truncated" if size < expected else "longer than described"
@@ -473,16 +499,19 @@ def _check_ids(
 
 
 def open_token_file(
-    path: str | os.PathLike[str], vocab_size: int | None, check_ids: bool
+    path: str | os.PathLike[str], vocab_size: int | None, check_ids: bool, *, dtype=None
 ) -> tuple[np.ndarray, int]:
     path = Path(path)
     if vocab_size is not None:
         token_dtype(vocab_size)  # type and range
+    asked = dtype
+    if asked is not None:
+        _raw_dtype(asked)
     # One open file for the header, the checks and the mapping: a file replaced by a
     # rename meanwhile is not mixed up with its successor.
     f, sidecar = _open_pair(path)
     with f:
-        dtype, count, offset, vocab, crc32 = _inspect(path, f, sidecar, vocab_size)
+        dtype, count, offset, vocab, crc32 = _inspect(path, f, sidecar, vocab_size, asked)
         if check_ids and count:
             _check_ids(path, f, dtype, count, offset, vocab, crc32)
         if count == 0:  # mmap cannot map an empty range
@@ -491,7 +520,11 @@ def open_token_file(
 
 
 def read_token_file(
-    path: str | os.PathLike[str], *, vocab_size: int | None = None, check_ids: bool = True
+    path: str | os.PathLike[str],
+    *,
+    vocab_size: int | None = None,
+    check_ids: bool = True,
+    dtype: str | np.dtype | None = None,
 ) -> np.ndarray:
     """Memory-maps a token file (read-only), after checking it.
 
@@ -508,6 +541,9 @@ def read_token_file(
         GPT-2's 50,257 for ``.npy`` (which does not record it). A ``.bin`` written for a
         larger vocabulary than ``vocab_size`` is an error.
       check_ids: whether to read every id and check it against ``vocab_size``.
+      dtype: ``"uint16"``, ``"uint32"`` or ``"int32"``: reads a raw ``.bin`` that has
+        no sidecar (nanoGPT's ``train.bin`` is ``dtype="uint16"``), its count taken
+        from its size; for other files, the dtype they must hold.
 
     Returns:
       The ids, shape ``(N,)``, uint16/uint32 (or int32 for an int32 ``.npy``): a
@@ -518,4 +554,4 @@ def read_token_file(
         an id out of range (named, with its position).
       OSError: the file cannot be read.
     """
-    return open_token_file(path, vocab_size, check_ids)[0]
+    return open_token_file(path, vocab_size, check_ids, dtype=dtype)[0]

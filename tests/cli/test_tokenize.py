@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import pytest
 from flax_embed import cli
 from flax_embed.cli import read_text
 from flax_embed.cli import tokenize as tokenize_command
+from flax_embed.data import corpus as corpus_module
 from flax_embed.data.token_files import read_token_file, sidecar_path
 from flax_embed.tokenizer import ENDOFTEXT, encode
 
@@ -65,7 +67,7 @@ def test_small_blocks_split_characters_and_crlf(
     tmp_path, corpus, capsys, monkeypatch, block_bytes, workers
 ):
     # Blocks cut multi-byte UTF-8 characters and \r\n pairs in half; nothing changes.
-    monkeypatch.setattr(tokenize_command, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(corpus_module, "BLOCK_BYTES", block_bytes)
     out = tmp_path / "t.npy"
     assert run(capsys, *corpus, "-o", out, "--workers", workers)[0] == 0
     np.testing.assert_array_equal(read_token_file(out), encode(ENDOFTEXT.join(texts(corpus))))
@@ -105,7 +107,8 @@ def bad_utf8(tmp_path):
     ("make_input", "message"),
     [
         (lambda d: d / "absent.txt", "absent.txt: no such file"),
-        (lambda d: d, "is a directory, not a file"),
+        (lambda d: d / "empty", "empty: a folder with no .txt, .jsonl, .json or .parquet file"),
+        (lambda d: d / "*.jsonl", "*.jsonl: no file matches this pattern"),
         (bad_utf8, "latin1.txt: not UTF-8 text (byte 30: invalid continuation byte)"),
     ],
 )
@@ -113,9 +116,10 @@ def bad_utf8(tmp_path):
 def test_unreadable_input_is_one_line_exit_2_and_no_output(
     tmp_path, corpus, capsys, monkeypatch, make_input, message, block_bytes
 ):
-    monkeypatch.setattr(tokenize_command, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(corpus_module, "BLOCK_BYTES", block_bytes)
     out = tmp_path / "out" / "t.npy"
     out.parent.mkdir()
+    (tmp_path / "empty").mkdir()
     code, stdout, err = run(capsys, corpus[0], make_input(tmp_path), "-o", out)
     assert code == 2
     assert stdout == ""
@@ -127,7 +131,7 @@ def test_unreadable_input_is_one_line_exit_2_and_no_output(
 @pytest.mark.parametrize("block_bytes", [1, 3, 31, 1 << 20])
 def test_decoding_errors_are_worded_as_read_text_words_them(tmp_path, capsys, monkeypatch,
                                                             block_bytes):  # fmt: skip
-    monkeypatch.setattr(tokenize_command, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(corpus_module, "BLOCK_BYTES", block_bytes)
     truncated = tmp_path / "truncated.txt"
     truncated.write_bytes("ends in half an emoji 😀".encode()[:-2])
     for path in (bad_utf8(tmp_path), truncated):
@@ -170,3 +174,100 @@ def test_the_installed_command(tmp_path, corpus):
     np.testing.assert_array_equal(
         np.load(tmp_path / "t.npy"), encode(ENDOFTEXT.join(texts(corpus)))
     )
+
+
+# --- corpora: JSON Lines, Parquet, folders; shards --------------------------------------
+
+from tests.data.corpus_files import DOCS as CORPUS_DOCS  # noqa: E402
+from tests.data.corpus_files import write_jsonl, write_parquet  # noqa: E402
+
+
+@pytest.fixture
+def corpora(tmp_path):
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("zstandard")
+    src = tmp_path / "src"
+    src.mkdir()
+    write_jsonl(src / "a.jsonl.zst", CORPUS_DOCS, field="body", compression="zst")
+    write_parquet(src / "b.parquet", CORPUS_DOCS[::-1], field="body")
+    return src, CORPUS_DOCS + CORPUS_DOCS[::-1]
+
+
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
+@pytest.mark.parametrize("name", ["t.npy", "t.bin"])
+def test_jsonl_and_parquet_with_field(tmp_path, corpora, capsys, name):
+    src, docs = corpora
+    code, out, err = run(capsys, src, "--field", "body", "-o", tmp_path / name)
+    assert code == 0, err
+    np.testing.assert_array_equal(read_token_file(tmp_path / name), encode(ENDOFTEXT.join(docs)))
+    assert out.endswith("from 2 files\n")
+
+
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
+def test_sharded_output(tmp_path, corpora, capsys):
+    src, docs = corpora
+    out_dir = tmp_path / "shards"
+    code, out, err = run(capsys, src, "--field", "body", "-o", f"{out_dir}/",
+                         "--shard-tokens", "40")  # fmt: skip
+    assert code == 0, err
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    expected = encode(ENDOFTEXT.join(docs))
+    ids = np.concatenate([read_token_file(out_dir / s["name"]) for s in manifest["shards"]])
+    np.testing.assert_array_equal(ids, expected)
+    shards = len(manifest["shards"])
+    assert shards == -(-len(expected) // 40)
+    assert (
+        out == f"wrote {out_dir}: {len(expected)} tokens (uint16) in {shards} shards from 2 files\n"
+    )
+    # The same command again: complete and valid, nothing rewritten.
+    before = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    assert run(capsys, src, "--field", "body", "-o", out_dir, "--shard-tokens", "40")[0] == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()} == before
+
+
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (b'{"body": "ok"}\n{"body": "ok"\n', r"bad.jsonl: line 2: not valid JSON"),
+        (b'{"body": "ok"}\n{"text": "ok"}\n', r"bad.jsonl: line 2: no field 'body'"),
+        (b'{"body": ["x"]}\n', r"bad.jsonl: line 1: field 'body' is not a string but list"),
+    ],
+)
+@pytest.mark.parametrize("sharded", [False, True])
+def test_bad_corpus_is_one_line_exit_2_and_nothing_left(tmp_path, corpora, capsys, bad, message,
+                                                        sharded):  # fmt: skip
+    src, _ = corpora
+    (src / "bad.jsonl").write_bytes(bad)
+    target = tmp_path / "out"
+    target.mkdir()
+    out = f"{target}/shards/" if sharded else str(target / "t.npy")
+    code, stdout, err = run(capsys, src, "--field", "body", "-o", out)
+    assert code == 2 and stdout == ""
+    assert err.startswith("flax-embed tokenize: error: ") and message in err
+    assert err.count("\n") == 1
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
+def test_truncated_parquet_exit_2(tmp_path, corpora, capsys):
+    src, _ = corpora
+    data = (src / "b.parquet").read_bytes()
+    (src / "b.parquet").write_bytes(data[: len(data) // 2])
+    code, _, err = run(capsys, src, "--field", "body", "-o", f"{tmp_path / 'o'}/")
+    assert code == 2 and "b.parquet: not a readable Parquet file" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-o", "t.npy", "--ray"], "--ray writes shards: give a folder"),
+        (["-o", "d/", "--ray", "--no-eot"], "--ray needs document boundaries"),
+        (["-o", "d/", "--shard-tokens", "0"], "argument --shard-tokens: must be at least 1"),
+    ],
+)
+def test_bad_shard_options(tmp_path, corpus, capsys, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, corpus[0], *extra)
+    assert code == 2 and message in err and err.count("\n") == 1

@@ -1,0 +1,613 @@
+"""Corpus readers: text, JSON Lines (plain, ``.gz``, ``.zst``), Parquet, HF ``save_to_disk``.
+
+A corpus is a list of *documents*. ``flax-embed tokenize`` (and ``shards.tokenize_corpus``)
+turns it into ``encode("<|endoftext|>".join(documents))``; this module finds the
+documents and hands them on as text *pieces* whose concatenation is that joined
+string, without ever holding a whole file in memory.
+
+Inputs (``expand_inputs``):
+
+* ``*.jsonl`` / ``*.json`` — one JSON object per line, the document in ``field``
+  (default ``"text"``); blank lines are skipped. Also ``*.jsonl.gz``, ``*.jsonl.zst``, ...
+* ``*.parquet`` — the string column ``field``, streamed one record batch of one row
+  group at a time with ``pyarrow`` (optional ``corpora`` extra);
+* a Hugging Face dataset saved with ``Dataset.save_to_disk`` (a folder with
+  ``state.json``): its Arrow files, read with ``pyarrow`` (``datasets`` is not needed);
+* any other file: UTF-8 text, the whole file one document, newlines translated as
+  ``open()`` does (``\\r\\n`` and ``\\r`` become ``\\n``); ``*.txt.gz`` / ``*.txt.zst`` too;
+* a folder: the files in it (recursively, hidden ones skipped) whose suffix is one of
+  the above, in sorted order; a glob pattern: its matches, sorted.
+
+Work is split into ``Segment``\\ s (``plan_segments``): a byte range of a plain JSONL file
+cut after a newline, a run of Parquet row groups, one Arrow file, or a whole file.
+Because tiktoken splits its input at ``<|endoftext|>`` before its pre-tokenizer runs,
+``encode(A + "<|endoftext|>" + B) == encode(A) + [50256] + encode(B)`` for any texts
+``A`` and ``B`` (``tests/data/test_corpus.py`` checks this on adversarial documents,
+whitespace at the edges included), so segments cut at document boundaries can be
+tokenized apart and their ids joined with 50256.
+
+Every malformed input raises ``CorpusError`` (a ``ValueError``) with a one-line
+message naming the file and the line, row group or byte.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import glob
+import gzip
+import io
+import itertools
+import json
+import os
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from flax_embed._io import describe_os_error
+from flax_embed.tokenizer import ENDOFTEXT
+
+__all__ = [
+    "BLOCK_BYTES",
+    "DEFAULT_FIELD",
+    "CorpusError",
+    "DocumentCount",
+    "Segment",
+    "corpus_pieces",
+    "expand_inputs",
+    "input_format",
+    "input_size",
+    "plan_segments",
+    "segment_pieces",
+]
+
+BLOCK_BYTES = 16 << 20
+"""Bytes read at a time (text and JSONL), and about the text per piece handed on."""
+DEFAULT_FIELD = "text"
+_PIECE_CHARS = 4 << 20  # JSONL/Parquet documents are joined into pieces of about this size
+_COMPRESSIONS = {".gz": "gz", ".zst": "zst"}
+_KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".txt": "txt"}
+_GLOB_CHARS = frozenset("*?[")
+
+Progress = Callable[[int], object]
+
+
+class CorpusError(ValueError):
+    """A corpus input is missing, unreadable or malformed; the message is one line naming it."""
+
+
+def _no_progress(n: int) -> None:
+    pass
+
+
+def input_format(path: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """``(kind, compression)`` of an input file, from its name.
+
+    ``kind`` is ``"jsonl"``, ``"parquet"``, ``"hf"`` (a ``save_to_disk`` folder) or
+    ``"txt"`` (any other name); ``compression`` is ``"gz"``, ``"zst"`` or None.
+
+    >>> input_format("shard_00.jsonl.zst")
+    ('jsonl', 'zst')
+    >>> input_format("book.txt")
+    ('txt', None)
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "state.json").is_file():
+        return "hf", None
+    suffixes = [s.lower() for s in path.suffixes]
+    compression = _COMPRESSIONS.get(suffixes[-1]) if suffixes else None
+    if compression:
+        suffixes = suffixes[:-1]
+    kind = _KINDS.get(suffixes[-1], "txt") if suffixes else "txt"
+    if kind == "parquet" and compression:
+        raise CorpusError(f"{path}: a compressed .parquet file is not supported (Parquet "
+                          "compresses its own columns)")  # fmt: skip
+    return kind, compression
+
+
+def _is_corpus_name(path: Path) -> bool:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] in _KINDS
+
+
+def _expand_dir(folder: Path) -> list[str]:
+    if (folder / "dataset_dict.json").is_file():
+        splits = sorted(p.name for p in folder.iterdir() if (p / "state.json").is_file())
+        raise CorpusError(
+            f"{folder}: a Hugging Face DatasetDict (splits: {', '.join(splits) or 'none'}); "
+            f"give one split's folder, e.g. {folder / (splits[0] if splits else 'train')}"
+        )
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for d in list(dirs):
+            if (Path(root) / d / "state.json").is_file():  # a saved HF dataset inside
+                found.append(Path(root) / d)
+                dirs.remove(d)
+        found += [Path(root) / f for f in files
+                  if not f.startswith(".") and _is_corpus_name(Path(f))]  # fmt: skip
+    return [str(p) for p in sorted(found, key=lambda p: p.relative_to(folder).parts)]
+
+
+def expand_inputs(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The input files of ``specs``: files as given, folders and globs expanded, sorted.
+
+    Raises:
+      CorpusError: a spec that names nothing (no such file, a glob with no match, a
+        folder with no corpus file in it).
+    """
+    if isinstance(specs, (str, os.PathLike)):
+        specs = [specs]
+    paths: list[str] = []
+    for spec in map(str, specs):
+        path = Path(spec)
+        if path.is_dir():
+            if (path / "state.json").is_file():
+                paths.append(spec)
+                continue
+            found = _expand_dir(path)
+            if not found:
+                raise CorpusError(f"{spec}: a folder with no .txt, .jsonl, .json or .parquet "
+                                  "file (optionally .gz or .zst) in it")  # fmt: skip
+            paths += found
+        elif not path.exists() and _GLOB_CHARS & set(spec):
+            matches = sorted(glob.glob(spec, recursive=True))
+            if not matches:
+                raise CorpusError(f"{spec}: no file matches this pattern")
+            for match in matches:
+                paths += expand_inputs([match]) if Path(match).is_dir() else [match]
+        else:
+            paths.append(spec)  # a missing or unreadable file is reported when read
+    return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """A document-aligned part of one input: the unit of work of a sharded job.
+
+    ``start``/``stop``: a byte range (plain ``jsonl``), a row-group range (``parquet``),
+    or ``0, None`` (the whole file).
+    """
+
+    path: str
+    kind: str
+    compression: str | None = None
+    start: int = 0
+    stop: int | None = None
+    nbytes: int = 0
+    """The input bytes this segment stands for (for progress and planning)."""
+
+
+def input_size(path: str) -> int:
+    """The size of an input in bytes (of its Arrow files for a HF dataset); CorpusError if not."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            if (p / "state.json").is_file():
+                return sum(p.joinpath(f).stat().st_size for f in _hf_files(p))
+            raise IsADirectoryError(21, "Is a directory")
+        with open(p, "rb") as f:
+            return os.fstat(f.fileno()).st_size
+    except OSError as e:
+        raise CorpusError(describe_os_error(path, e)) from None
+
+
+def _line_starts(path: str, size: int, target: int) -> list[int]:
+    """Offsets of line starts about every ``target`` bytes: ``[0, ..., size]``."""
+    bounds = [0]
+    with open(path, "rb") as f:
+        for b in range(target, size, target):
+            if b <= bounds[-1]:
+                continue
+            f.seek(b - 1)
+            f.readline()
+            pos = f.tell()
+            if pos >= size:
+                break
+            bounds.append(pos)
+    bounds.append(size)
+    return bounds
+
+
+def plan_segments(paths: Sequence[str], *, target_bytes: int = 64 << 20) -> list[Segment]:
+    """Cuts the inputs into document-aligned segments of about ``target_bytes`` each.
+
+    Plain JSONL files are cut after a newline, Parquet files between row groups, HF
+    datasets between Arrow files; compressed and text files stay whole.
+    """
+    segments = []
+    for path in paths:
+        kind, compression = input_format(path)
+        size = input_size(path)
+        try:
+            if kind == "jsonl" and compression is None and size > target_bytes:
+                bounds = _line_starts(path, size, target_bytes)
+                segments += [Segment(path, kind, None, a, b, b - a)
+                             for a, b in itertools.pairwise(bounds)]  # fmt: skip
+            elif kind == "parquet":
+                sizes = _parquet_group_sizes(path)
+                start, acc = 0, 0
+                for i, n in enumerate(sizes):
+                    acc += n
+                    if acc >= target_bytes or i == len(sizes) - 1:
+                        segments.append(Segment(path, kind, None, start, i + 1, acc))
+                        start, acc = i + 1, 0
+                if not sizes:
+                    segments.append(Segment(path, kind, None, 0, 0, size))
+            elif kind == "hf":
+                for i, name in enumerate(_hf_files(Path(path))):
+                    n = Path(path, name).stat().st_size
+                    segments.append(Segment(path, kind, None, i, i + 1, n))
+            else:
+                segments.append(Segment(path, kind, compression, 0, None, size))
+        except OSError as e:
+            raise CorpusError(describe_os_error(path, e)) from None
+    return segments
+
+
+# --- raw bytes ----------------------------------------------------------------------------
+
+
+def _zst_blocks(f, path: str) -> Iterator[bytes]:
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    d = decompressor.decompressobj()
+    started = False
+    while raw := f.read(1 << 20):
+        while raw:
+            started = True
+            try:
+                out = d.decompress(raw)
+            except zstandard.ZstdError as e:
+                raise _ZstdError(str(e)) from None
+            if out:
+                yield out
+            raw = d.unused_data if d.eof else b""
+            if d.eof:  # concatenated frames
+                d, started = decompressor.decompressobj(), bool(raw)
+    if started and not d.eof:
+        raise _ZstdError("truncated: the file ends inside a zstd frame")
+
+
+class _ZstdError(Exception):
+    pass
+
+
+class _Counting(io.RawIOBase):
+    """A read-only wrapper that reports the bytes read from the file to ``progress``."""
+
+    def __init__(self, f, progress: Progress):
+        self._f, self._progress = f, progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._f.readinto(buffer)
+        self._progress(n or 0)
+        return n
+
+
+def _byte_blocks(seg: Segment, progress: Progress) -> Iterator[bytes]:
+    """The (decompressed) bytes of ``seg`` in blocks. OSError / _ZstdError / gzip errors raise."""
+    with open(seg.path, "rb") as raw:
+        if seg.compression is None:
+            raw.seek(seg.start)
+            left = None if seg.stop is None else seg.stop - seg.start
+            while left is None or left > 0:
+                block = raw.read(BLOCK_BYTES if left is None else min(BLOCK_BYTES, left))
+                if not block:
+                    break
+                progress(len(block))
+                if left is not None:
+                    left -= len(block)
+                yield block
+            return
+        counted = io.BufferedReader(_Counting(raw, progress), 1 << 20)
+        if seg.compression == "gz":
+            with gzip.GzipFile(fileobj=counted) as f:
+                while block := f.read(BLOCK_BYTES):
+                    yield block
+        else:
+            yield from _zst_blocks(counted, seg.path)
+
+
+def _decompress_errors(seg: Segment, after: Callable[[], str], fn: Callable[[], Iterator[str]]):
+    """Runs the generator ``fn()``, turning read and decompression errors into CorpusError."""
+    try:
+        yield from fn()
+    except OSError as e:
+        if isinstance(e, gzip.BadGzipFile):
+            raise CorpusError(f"{seg.path}: corrupt gzip data after {after()} ({e})") from None
+        raise CorpusError(describe_os_error(seg.path, e)) from None
+    except (EOFError, zlib.error) as e:
+        raise CorpusError(f"{seg.path}: corrupt or truncated gzip data after {after()} ({e})") \
+            from None  # fmt: skip
+    except _ZstdError as e:
+        raise CorpusError(f"{seg.path}: corrupt or truncated zstd data after {after()} ({e})") \
+            from None  # fmt: skip
+
+
+# --- text ---------------------------------------------------------------------------------
+
+
+def _text_pieces(seg: Segment, progress: Progress) -> Iterator[str]:
+    """The text of a text file in blocks: UTF-8, newlines translated as ``open()`` does."""
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")(), translate=True)
+    offset = 0  # bytes given to the decoder so far
+    where = "" if seg.compression is None else " of the decompressed text"
+
+    def pieces() -> Iterator[str]:
+        nonlocal offset
+        for block in _byte_blocks(seg, progress):
+            pending = len(decoder.getstate()[0])
+            try:
+                yield decoder.decode(block)
+            except UnicodeDecodeError as e:
+                byte = offset - pending + e.start
+                raise CorpusError(f"{seg.path}: not UTF-8 text (byte {byte}{where}: {e.reason})") \
+                    from None  # fmt: skip
+            offset += len(block)
+        try:
+            yield decoder.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            byte = offset - len(e.object) + e.start
+            raise CorpusError(f"{seg.path}: not UTF-8 text (byte {byte}{where}: {e.reason})") \
+                from None  # fmt: skip
+
+    yield from _decompress_errors(seg, lambda: f"byte {offset}", pieces)
+
+
+# --- JSON Lines ---------------------------------------------------------------------------
+
+
+def _first_line_number(seg: Segment) -> int:
+    """The 1-based line number of the first line of ``seg`` (counts newlines before it)."""
+    if seg.start == 0:
+        return 1
+    count, left = 0, seg.start
+    with open(seg.path, "rb") as f:
+        while left:
+            block = f.read(min(BLOCK_BYTES, left))
+            if not block:
+                break
+            count += block.count(b"\n")
+            left -= len(block)
+    return count + 1
+
+
+def _document(value, field: str, where: Callable[[], str]) -> str:
+    if not isinstance(value, dict):
+        raise CorpusError(f"{where()}: not a JSON object but {type(value).__name__}")
+    try:
+        doc = value[field]
+    except KeyError:
+        fields = ", ".join(map(repr, list(value)[:8])) or "none"
+        raise CorpusError(f"{where()}: no field {field!r} (fields: {fields}); "
+                          "choose one with --field") from None  # fmt: skip
+    if not isinstance(doc, str):
+        raise CorpusError(f"{where()}: field {field!r} is not a string but {type(doc).__name__}")
+    return doc
+
+
+def _jsonl_documents(seg: Segment, field: str, progress: Progress) -> Iterator[str]:
+    lines_done = 0  # complete lines seen in this segment
+
+    def where() -> str:
+        return f"{seg.path}: line {_first_line_number(seg) + lines_done}"
+
+    def documents() -> Iterator[str]:
+        nonlocal lines_done
+        carry = b""
+        for block in _byte_blocks(seg, progress):
+            lines = (carry + block).split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                if line.strip():
+                    try:
+                        value = json.loads(line)
+                    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+                        raise CorpusError(f"{where()}: not valid JSON ({e})") from None
+                    yield _document(value, field, where)
+                lines_done += 1
+        if carry.strip():
+            try:
+                value = json.loads(carry)
+            except ValueError as e:
+                raise CorpusError(f"{where()}: not valid JSON ({e})") from None
+            yield _document(value, field, where)
+
+    yield from _decompress_errors(seg, lambda: f"line {lines_done}", documents)
+
+
+# --- Parquet and Arrow --------------------------------------------------------------------
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise CorpusError("reading Parquet and Arrow files needs pyarrow: "
+                          "pip install 'flax-embed[corpora]'") from None  # fmt: skip
+    return pyarrow
+
+
+def _open_parquet(path: str):
+    pa = _pyarrow()
+    try:
+        return pa.parquet.ParquetFile(path)
+    except OSError as e:
+        if getattr(e, "errno", None) is not None:
+            raise CorpusError(describe_os_error(path, e)) from None
+        raise CorpusError(f"{path}: not a readable Parquet file ({e})") from None
+    except (pa.ArrowException, ValueError) as e:
+        raise CorpusError(f"{path}: not a readable Parquet file ({e})") from None
+
+
+def _parquet_group_sizes(path: str) -> list[int]:
+    """The compressed size of each row group of ``path``."""
+    meta = _open_parquet(path).metadata
+    return [
+        sum(meta.row_group(i).column(j).total_compressed_size
+            for j in range(meta.row_group(i).num_columns))
+        for i in range(meta.num_row_groups)
+    ]  # fmt: skip
+
+
+def _string_column(schema, field: str, path: str) -> int:
+    pa = _pyarrow()
+    index = schema.get_field_index(field)
+    if index < 0:
+        names = ", ".join(map(repr, schema.names[:8])) or "none"
+        raise CorpusError(f"{path}: no column {field!r} (columns: {names}); "
+                          "choose one with --field")  # fmt: skip
+    kind = schema.field(index).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_string_view(kind)):  # fmt: skip
+        raise CorpusError(f"{path}: column {field!r} holds {kind}, not strings")
+    return index
+
+
+def _column_documents(batch, field: str, where: str, first_row: int) -> list[str]:
+    """The strings of ``batch[field]``; ``where`` + the row number names a null one."""
+    column = batch.column(field)
+    if column.null_count:
+        row = column.is_null().to_pylist().index(True)
+        raise CorpusError(f"{where}, row {first_row + row}: field {field!r} is null")
+    return column.to_pylist()
+
+
+def _parquet_documents(seg: Segment, field: str, progress: Progress) -> Iterator[str]:
+    pa = _pyarrow()
+    pf = _open_parquet(seg.path)
+    _string_column(pf.schema_arrow, field, seg.path)
+    meta = pf.metadata
+    assert seg.stop is not None  # plan_segments gives Parquet segments a row-group range
+    for group in range(seg.start, seg.stop):
+        rows = 0
+        where = f"{seg.path}: row group {group}"
+        try:
+            for batch in pf.iter_batches(batch_size=8192, row_groups=[group], columns=[field]):
+                yield from _column_documents(batch, field, where, rows)
+                rows += batch.num_rows
+        except OSError as e:
+            if getattr(e, "errno", None) is not None:
+                raise CorpusError(describe_os_error(seg.path, e)) from None
+            raise CorpusError(f"{seg.path}: row group {group}: corrupt ({e})") from None
+        except (pa.ArrowException, ValueError) as e:
+            if isinstance(e, CorpusError):
+                raise
+            raise CorpusError(f"{seg.path}: row group {group}: corrupt ({e})") from None
+        rg = meta.row_group(group)
+        progress(sum(rg.column(j).total_compressed_size for j in range(rg.num_columns)))
+
+
+def _hf_files(folder: Path) -> list[str]:
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        return [entry["filename"] for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CorpusError(f"{folder}: not a dataset saved with save_to_disk "
+                          f"(state.json: {e})") from None  # fmt: skip
+
+
+def _hf_documents(seg: Segment, field: str, progress: Progress) -> Iterator[str]:
+    pa = _pyarrow()
+    folder = Path(seg.path)
+    for name in _hf_files(folder)[seg.start : seg.stop]:
+        path = str(folder / name)
+        batch_index, rows = 0, 0
+        try:
+            with pa.memory_map(path) as source:
+                reader = pa.ipc.open_stream(source)
+                _string_column(reader.schema, field, path)
+                for batch in reader:
+                    where = f"{path}: record batch {batch_index}"
+                    yield from _column_documents(batch, field, where, 0)
+                    batch_index, rows = batch_index + 1, rows + batch.num_rows
+                progress(source.size())
+        except OSError as e:
+            if getattr(e, "errno", None) is not None:
+                raise CorpusError(describe_os_error(path, e)) from None
+            raise CorpusError(f"{path}: record batch {batch_index}: corrupt ({e})") from None
+        except pa.ArrowException as e:
+            raise CorpusError(f"{path}: record batch {batch_index}: corrupt ({e})") from None
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+
+class DocumentCount:
+    """Counts the documents a ``segment_pieces`` generator has produced."""
+
+    def __init__(self) -> None:
+        self.documents = 0
+
+
+def _joined(docs: Iterator[str], counter: DocumentCount, eot: bool) -> Iterator[str]:
+    """``docs`` joined by ``<|endoftext|>`` (or nothing), as pieces of about _PIECE_CHARS."""
+    sep = ENDOFTEXT if eot else ""
+    batch: list[str] = []
+    chars = 0
+    for doc in docs:
+        if counter.documents:
+            batch.append(sep)
+        batch.append(doc)
+        counter.documents += 1
+        chars += len(doc)
+        if chars >= _PIECE_CHARS:
+            yield "".join(batch)
+            batch, chars = [], 0
+    if batch:
+        yield "".join(batch)
+
+
+def segment_pieces(
+    seg: Segment,
+    field: str = DEFAULT_FIELD,
+    *,
+    eot: bool = True,
+    counter: DocumentCount | None = None,
+    progress: Progress = _no_progress,
+) -> Iterator[str]:
+    """Text pieces whose concatenation is ``"<|endoftext|>".join(documents of seg)``.
+
+    With ``eot=False`` the documents are joined by nothing. ``counter.documents``
+    counts the documents produced (a text file is one document, even when empty).
+    ``progress(n)`` is called with the input bytes consumed as they are.
+    """
+    counter = DocumentCount() if counter is None else counter
+    if seg.kind == "txt":
+        if counter.documents and eot:
+            yield ENDOFTEXT
+        counter.documents += 1
+        yield from _text_pieces(seg, progress)
+        return
+    read = {"jsonl": _jsonl_documents, "parquet": _parquet_documents, "hf": _hf_documents}
+    docs = read[seg.kind](seg, field, progress)
+    yield from _joined(docs, counter, eot)
+
+
+def corpus_pieces(
+    segments: Sequence[Segment],
+    field: str = DEFAULT_FIELD,
+    *,
+    eot: bool = True,
+    counter: DocumentCount | None = None,
+    progress: Progress = _no_progress,
+) -> Iterator[str]:
+    """The pieces of several segments, in order: ``"<|endoftext|>".join`` of all their documents."""
+    counter = DocumentCount() if counter is None else counter
+    for seg in segments:
+        before = counter.documents
+        inner = DocumentCount()
+        for i, piece in enumerate(segment_pieces(seg, field, eot=eot, counter=inner,
+                                                 progress=progress)):  # fmt: skip
+            if i == 0 and before and eot:
+                yield ENDOFTEXT
+            yield piece
+        counter.documents = before + inner.documents

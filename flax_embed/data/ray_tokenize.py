@@ -1,0 +1,116 @@
+"""The Ray runner of ``shards.tokenize_corpus``: the same job, its units as Ray tasks.
+
+``tokenize_corpus(inputs, out_dir, runner=RayRunner())`` (``flax-embed tokenize
+... -o DIR/ --ray``) runs step 2 (one task per unit: a JSONL byte range, a run of
+Parquet row groups, a file) and step 3 (one task per shard) of ``shards.py`` as Ray
+tasks; the driver plans, records each finished task, and writes the manifest last,
+atomically. Tasks run the same functions (``shards.run_unit``, ``shards.run_shard``)
+as the local runner, and the shards are cut by global token count from the units'
+counts, so the output is the local run's, byte for byte.
+
+A task whose worker dies, or that fails with an ``OSError`` (a flaky disk), is
+retried by Ray (``max_retries``); a malformed input fails the job at once
+(``CorpusError``, no retry). A failed job writes no manifest.
+
+On a cluster every node must see the inputs and ``out_dir`` at the same paths (a
+shared filesystem) and have flax-embed installed::
+
+    ray start --head --port 6379                 # on the head node
+    ray start --address HEAD_IP:6379             # on each other node
+    RAY_AUTH_MODE=token flax-embed tokenize /data/fw/ -o /data/tokens/ --ray-address HEAD_IP:6379
+
+(``RAY_AUTH_MODE=token``: Ray 2.5x starts heads with token authentication on.)
+
+``ray`` is imported here only, and only when a ``RayRunner`` is made (optional
+``ray`` extra: ``pip install 'flax-embed[ray]'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from flax_embed.data.corpus import CorpusError
+from flax_embed.data.shards import ShardJob, UnitJob, run_shard, run_unit
+
+__all__ = ["RayRunner"]
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.exceptions
+    except ImportError:
+        raise ImportError("--ray needs Ray: pip install 'flax-embed[ray]'") from None
+    return ray
+
+
+def _unit_task(job: UnitJob) -> dict:
+    return run_unit(job)
+
+
+def _shard_task(job: ShardJob) -> dict:
+    return run_shard(job)
+
+
+class RayRunner:
+    """Runs units and shards as Ray tasks (one CPU each), yielding results as they finish.
+
+    Args:
+      address: an existing cluster (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``);
+        None starts a local Ray instance (unless Ray is already initialized in this
+        process, which is then used as it is).
+      num_cpus: CPUs of the local instance (default: all).
+      max_retries: retries of a task whose worker dies or that raises ``OSError``.
+    """
+
+    progress_unit = "task"
+    workers = 1
+    """Threads per task: Ray runs one task per CPU."""
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
+                 max_retries: int = 3):  # fmt: skip
+        ray = _import_ray()
+        self._ray = ray
+        self._owned = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            self._owned = True
+        self.task_options = {"num_cpus": 1, "max_retries": max_retries,
+                             "retry_exceptions": [OSError]}  # fmt: skip
+        self._unit = ray.remote(**self.task_options)(_unit_task)
+        self._shard = ray.remote(**self.task_options)(_shard_task)
+
+    def _run(self, remote, jobs: Sequence[tuple[int, object]], bar) -> Iterator[tuple[int, dict]]:
+        ray = self._ray
+        refs = {remote.remote(job): i for i, job in jobs}
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:
+                        cause = getattr(e, "cause", None)
+                        if isinstance(cause, (CorpusError, OSError)):
+                            raise cause from None
+                        raise
+                    yield refs[ref], result
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    def run_units(self, jobs: Sequence[tuple[int, UnitJob]], bar) -> Iterator[tuple[int, dict]]:
+        return self._run(self._unit, jobs, bar)
+
+    def run_shards(self, jobs: Sequence[tuple[int, ShardJob]], bar) -> Iterator[tuple[int, dict]]:
+        return self._run(self._shard, jobs, bar)
+
+    def close(self) -> None:
+        """Shuts down the Ray instance this runner started (not one it joined)."""
+        if self._owned and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._owned = False

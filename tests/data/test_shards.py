@@ -1,0 +1,292 @@
+"""Sharded token files: exact shards, manifest checks, from_files, raw .bin files, resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from flax_embed.data import SlidingWindowDataset, read_token_file, write_token_file
+from flax_embed.data import shards as shards_module
+from flax_embed.data.corpus import CorpusError
+from flax_embed.data.shards import (
+    MANIFEST,
+    LocalRunner,
+    file_sha256,
+    read_manifest,
+    tokenize_corpus,
+)
+from flax_embed.data.token_files import TokenFileError, sidecar_path
+from flax_embed.tokenizer import ENDOFTEXT, encode
+from tests.data.corpus_files import DOCS, write_jsonl, write_parquet
+
+pytest.importorskip("pyarrow")
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_jsonl(src / "a.jsonl", DOCS * 4)
+    write_parquet(src / "b.parquet", DOCS[::-1] * 2, row_group_size=4)
+    (src / "c.txt").write_text("a text file is one document ")
+    docs = DOCS * 4 + DOCS[::-1] * 2 + ["a text file is one document "]
+    return [str(src / "a.jsonl"), str(src / "b.parquet"), str(src / "c.txt")], docs
+
+
+def shard_ids(out, manifest):
+    return [np.asarray(read_token_file(out / s["name"])) for s in manifest["shards"]]
+
+
+@pytest.mark.parametrize("shard_tokens", [1, 37, 100, 10**6])
+@pytest.mark.parametrize("segment_bytes", [64, 1 << 20])
+def test_shards_are_the_ids_cut_every_n_tokens(tmp_path, inputs, shard_tokens, segment_bytes):
+    paths, docs = inputs
+    out = tmp_path / "out"
+    manifest = tokenize_corpus(paths, out, shard_tokens=shard_tokens, workers=2,
+                               segment_bytes=segment_bytes)  # fmt: skip
+    expected = encode(ENDOFTEXT.join(docs))
+    parts = shard_ids(out, manifest)
+    np.testing.assert_array_equal(np.concatenate(parts), expected)
+    assert [len(p) for p in parts[:-1]] == [shard_tokens] * (len(parts) - 1)
+    assert 0 < len(parts[-1]) <= shard_tokens
+    assert manifest == json.loads((out / MANIFEST).read_text())
+    assert manifest["tokens"] == len(expected) and manifest["dtype"] == "uint16"
+    assert manifest["vocab_size"] == 50257 and manifest["shard_tokens"] == shard_tokens
+    assert [i["path"] for i in manifest["inputs"]] == paths
+    assert [i["bytes"] for i in manifest["inputs"]] == [
+        __import__("os").path.getsize(p) for p in paths
+    ]
+    for k, entry in enumerate(manifest["shards"]):
+        assert entry["name"] == f"tokens-{k:05d}.bin"
+        assert entry["sha256"] == file_sha256(out / entry["name"])
+        assert sidecar_path(out / entry["name"]).is_file()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_segmenting_does_not_change_the_bytes(tmp_path, inputs):
+    paths, _ = inputs
+    a = tokenize_corpus(paths, tmp_path / "a", shard_tokens=50, segment_bytes=64)
+    b = tokenize_corpus(paths, tmp_path / "b", shard_tokens=50, workers=1)
+    assert a == b
+    for s in a["shards"]:
+        assert (tmp_path / "a" / s["name"]).read_bytes() == (
+            tmp_path / "b" / s["name"]
+        ).read_bytes()
+
+
+def test_no_eot(tmp_path, inputs):
+    paths, docs = inputs
+    manifest = tokenize_corpus(paths, tmp_path / "o", shard_tokens=64, eot=False,
+                               segment_bytes=64)  # fmt: skip
+    expected = encode("".join(docs))
+    np.testing.assert_array_equal(np.concatenate(shard_ids(tmp_path / "o", manifest)), expected)
+
+
+# --- from_files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("max_length", "stride"), [(4, 1), (16, 5), (37, 37), (64, 200)])
+def test_from_files_equals_one_dataset_over_the_concatenation(tmp_path, max_length, stride):
+    ids = encode(ENDOFTEXT.join(DOCS * 20))
+    cuts = [0, 3, 50, 51, 200, len(ids)]  # a 1-token file, windows across several files
+    paths = []
+    for k, (a, b) in enumerate(itertools.pairwise(cuts)):
+        paths.append(write_token_file(tmp_path / f"t{k}.{'bin' if k % 2 else 'npy'}", ids[a:b]))
+    ds = SlidingWindowDataset.from_files(paths, max_length, stride)
+    ref = SlidingWindowDataset(ids, max_length, stride)
+    assert len(ds) == len(ref)
+    for i in [*range(len(ref)), -1]:
+        for x, y in zip(ds[i], ref[i], strict=True):
+            np.testing.assert_array_equal(x, y)
+            assert x.dtype == np.int32
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(ref), 40)
+    for x, y in zip(ds.gather(idx), ref.gather(idx), strict=True):
+        np.testing.assert_array_equal(x, y)
+    again = pickle.loads(pickle.dumps(ds))
+    np.testing.assert_array_equal(again.gather(idx)[0], ref.gather(idx)[0])
+    with pytest.raises(IndexError):
+        ds[len(ref)]
+
+
+def test_from_files_with_a_manifest_and_the_batcher(tmp_path, inputs):
+    from flax_embed.data import Batcher
+
+    paths, docs = inputs
+    manifest = tokenize_corpus(paths, tmp_path / "o", shard_tokens=100)
+    ids = encode(ENDOFTEXT.join(docs))
+    for target in (tmp_path / "o", tmp_path / "o" / MANIFEST):
+        ds = SlidingWindowDataset.from_files(target, 32, 16)
+        ref = SlidingWindowDataset(ids, 32, 16)
+        got = list(Batcher(ds, batch_size=4, shuffle=True, seed=3))
+        want = list(Batcher(ref, batch_size=4, shuffle=True, seed=3))
+        assert len(got) == len(want) > 0
+        for (x, y), (u, v) in zip(got, want, strict=True):
+            np.testing.assert_array_equal(x, u)
+            np.testing.assert_array_equal(y, v)
+    assert len(manifest["shards"]) > 2
+
+
+def test_a_shard_that_disagrees_with_the_manifest_is_named(tmp_path, inputs):
+    paths, _ = inputs
+    out = tmp_path / "o"
+    tokenize_corpus(paths, out, shard_tokens=100)
+    shard = out / "tokens-00001.bin"
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 1  # same size, other ids
+    shard.write_bytes(bytes(data))
+    with pytest.raises(TokenFileError, match=r"tokens-00001\.bin: checksum disagrees"):
+        SlidingWindowDataset.from_files(out, 8, 8)
+    with pytest.raises(TokenFileError, match=r"tokens-00001\.bin: corrupt: its CRC-32"):
+        SlidingWindowDataset.from_files(out, 8, 8, verify=False)  # the sidecar's CRC-32
+    SlidingWindowDataset.from_files(out, 8, 8, verify=False, check_ids=False)  # size agrees
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["shards"][2]["tokens"] += 1
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(TokenFileError, match=r"tokens-00002\.bin: size disagrees"):
+        SlidingWindowDataset.from_files(out, 8, 8, verify=False)
+    (out / "tokens-00002.bin").unlink()
+    with pytest.raises(TokenFileError, match=r"tokens-00002\.bin: shard missing"):
+        SlidingWindowDataset.from_files(out, 8, 8, verify=False)
+    (out / MANIFEST).write_text("{}")
+    with pytest.raises(TokenFileError, match="not a token-shard manifest"):
+        read_manifest(out)
+
+
+# --- nanoGPT's raw .bin files -------------------------------------------------------------
+
+
+def test_raw_bin_needs_an_explicit_dtype(tmp_path):
+    ids = encode(ENDOFTEXT.join(DOCS)).astype(np.uint16)
+    ids.tofile(tmp_path / "train.bin")  # what nanoGPT's prepare.py does
+    with pytest.raises(TokenFileError, match=r"no sidecar.*dtype='uint16'"):
+        read_token_file(tmp_path / "train.bin")
+    got = read_token_file(tmp_path / "train.bin", dtype="uint16")
+    np.testing.assert_array_equal(got, ids)
+    assert got.dtype == np.uint16
+    ds = SlidingWindowDataset.from_file(tmp_path / "train.bin", 8, 4, dtype="uint16")
+    ref = SlidingWindowDataset(ids, 8, 4)
+    np.testing.assert_array_equal(
+        ds.gather(np.arange(len(ref)))[0], ref.gather(np.arange(len(ref)))[0]
+    )
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(ds))[3][0], ref[3][0])
+    both = SlidingWindowDataset.from_files([tmp_path / "train.bin"] * 2, 8, 4, dtype="uint16")
+    assert len(both) == len(SlidingWindowDataset(np.concatenate([ids, ids]), 8, 4))
+    (tmp_path / "odd.bin").write_bytes(b"\x01\x00\x02")
+    with pytest.raises(TokenFileError, match=r"3 bytes is not a whole number of uint16 ids"):
+        read_token_file(tmp_path / "odd.bin", dtype="uint16")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        read_token_file(tmp_path / "train.bin", dtype="float32")
+    np.array([50257], np.uint16).tofile(tmp_path / "big.bin")
+    with pytest.raises(TokenFileError, match="outside"):
+        read_token_file(tmp_path / "big.bin", dtype="uint16")
+
+
+def test_dtype_must_agree_with_a_file_that_records_it(tmp_path):
+    write_token_file(tmp_path / "t.bin", [1, 2, 3])
+    np.testing.assert_array_equal(read_token_file(tmp_path / "t.bin", dtype="uint16"), [1, 2, 3])
+    with pytest.raises(TokenFileError, match="holds uint16 ids, not the dtype='uint32'"):
+        read_token_file(tmp_path / "t.bin", dtype="uint32")
+
+
+# --- resume and failures ------------------------------------------------------------------
+
+
+class CountingRunner(LocalRunner):
+    """A local runner that counts its work and can stop after ``stop_after`` units."""
+
+    def __init__(self, stop_after=None):
+        super().__init__(workers=1)
+        self.units, self.shards, self.stop_after = [], [], stop_after
+
+    def run_units(self, jobs, bar):
+        for i, result in super().run_units(jobs, bar):
+            if self.stop_after is not None and len(self.units) == self.stop_after:
+                raise KeyboardInterrupt
+            self.units.append(i)
+            yield i, result
+
+    def run_shards(self, jobs, bar):
+        for k, result in super().run_shards(jobs, bar):
+            self.shards.append(k)
+            yield k, result
+
+
+def test_an_interrupted_job_resumes(tmp_path, inputs):
+    paths, docs = inputs
+    out = tmp_path / "o"
+    first = CountingRunner(stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_corpus(paths, out, shard_tokens=60, segment_bytes=200, runner=first)
+    assert not (out / MANIFEST).exists()
+    assert (out / ".work").is_dir()
+    second = CountingRunner()
+    manifest = tokenize_corpus(paths, out, shard_tokens=60, segment_bytes=200, runner=second)
+    units = len(json.loads((out / ".work" / "plan.json").read_text())["units"]) if (
+        out / ".work").exists() else None  # fmt: skip
+    assert units is None  # cleaned up
+    assert first.units == [0, 1] and 0 not in second.units and 1 not in second.units
+    np.testing.assert_array_equal(np.concatenate(shard_ids(out, manifest)),
+                                  encode(ENDOFTEXT.join(docs)))  # fmt: skip
+
+
+def test_a_rerun_skips_valid_shards_and_redoes_a_corrupt_one(tmp_path, inputs):
+    paths, _ = inputs
+    out = tmp_path / "o"
+    manifest = tokenize_corpus(paths, out, shard_tokens=60)
+    again = CountingRunner()
+    assert tokenize_corpus(paths, out, shard_tokens=60, runner=again) == manifest
+    assert again.units == [] and again.shards == []  # complete: nothing redone
+    (out / "tokens-00002.bin").write_bytes(b"\0" * (out / "tokens-00002.bin").stat().st_size)
+    fix = CountingRunner()
+    assert tokenize_corpus(paths, out, shard_tokens=60, runner=fix) == manifest
+    assert fix.shards == list(range(len(manifest["shards"])))  # the .work records were gone
+    other = tokenize_corpus(paths, out, shard_tokens=1000)  # other options: a new job
+    assert len(other["shards"]) < len(manifest["shards"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [MANIFEST] + [s["name"] for s in other["shards"]]
+        + [s["name"] + ".json" for s in other["shards"]]
+    )  # fmt: skip
+
+
+def test_resume_after_an_interrupted_shard_stage(tmp_path, inputs, monkeypatch):
+    paths, docs = inputs
+    out = tmp_path / "o"
+    real = shards_module.run_shard
+    calls = []
+
+    def flaky(job):
+        calls.append(job.path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(job)
+
+    monkeypatch.setattr(shards_module, "run_shard", flaky)
+    with pytest.raises(OSError):
+        tokenize_corpus(paths, out, shard_tokens=60)
+    assert not (out / MANIFEST).exists()
+    monkeypatch.setattr(shards_module, "run_shard", real)
+    second = CountingRunner()
+    manifest = tokenize_corpus(paths, out, shard_tokens=60, runner=second)
+    assert second.units == [] and second.shards[:1] == [2]  # shards 0 and 1 were kept
+    np.testing.assert_array_equal(np.concatenate(shard_ids(out, manifest)),
+                                  encode(ENDOFTEXT.join(docs)))  # fmt: skip
+
+
+@pytest.mark.parametrize("pre_existing", [False, True])
+def test_bad_input_leaves_nothing(tmp_path, inputs, pre_existing):
+    paths, _ = inputs
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": 1}\n')
+    out = tmp_path / "o"
+    if pre_existing:
+        out.mkdir()
+    with pytest.raises(CorpusError, match=r"bad\.jsonl: line 2"):
+        tokenize_corpus([*paths, str(bad)], out, shard_tokens=10)
+    assert out.exists() == pre_existing
+    if pre_existing:
+        assert list(out.iterdir()) == []
