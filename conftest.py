@@ -35,6 +35,10 @@ collect_ignore = [
 if SHARED_TIKTOKEN_CACHE.is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_TIKTOKEN_CACHE))
 
+# The Ray tests start local clusters; Ray would otherwise report usage statistics over the
+# network when a cluster starts. Tests talk to this machine only.
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
 
 @functools.cache
 def tokenizer_missing() -> str | None:

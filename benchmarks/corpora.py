@@ -175,6 +175,7 @@ def bench(quick: bool) -> None:
             emit(Row(SECTION, "Ray runner vs local runner", "not available", "", None,
                      note="ray is not installed (optional `ray` extra)"))  # fmt: skip
         else:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local benchmark: no reports
             start = time.perf_counter()
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
                      _node_ip_address="127.0.0.1")  # fmt: skip
