@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "device_check.py"
 SHAPES = ("(8, 4, 256)", "(2, 32, 64)")
 DTYPES = ("float32", "bfloat16")
+# The dry run tokenizes, and checks the BPE files before the GPU: offline, skip up front.
+needs_bpe = pytest.mark.tokenizer
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -51,6 +53,7 @@ def rows(results: dict, section: str, what: str) -> list[dict]:
     return [r for r in results["rows"] if r["section"] == section and what in r["what"]]
 
 
+@needs_bpe
 def test_the_json_describes_the_run(results):
     assert results["mode"] == "dry-run" and results["finished"]
     assert set(results["stage_seconds"]) == {"parity", "forward", "pipeline"}
@@ -65,6 +68,7 @@ def test_the_json_describes_the_run(results):
     assert all(r["ours"] != "failed" for r in results["rows"]), results["rows"]
 
 
+@needs_bpe
 def test_the_whole_parity_report_ran_and_passed(results):
     assert results["parity"]["passed"]
     checks = {r["check"] for r in results["parity"]["results"]}
@@ -78,6 +82,7 @@ def test_the_whole_parity_report_ran_and_passed(results):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@needs_bpe
 @pytest.mark.parametrize("shape", SHAPES)
 def test_every_forward_row_is_measured(results, shape, dtype):
     for versus in ("torch eager", "device copy of the output"):
@@ -91,6 +96,7 @@ def test_every_forward_row_is_measured(results, shape, dtype):
     assert (eager["target"] == "≥ 2x") == (shape == "(2, 32, 64)")
 
 
+@needs_bpe
 def test_outputs_equal_torch(results):
     (row,) = rows(results, "forward", "float32 outputs vs torch eager")
     assert row["met"] is True and row["ours"] == "bit-identical at 2/2"
@@ -99,6 +105,7 @@ def test_outputs_equal_torch(results):
     assert all(m["bit_identical"] for m in results["forward"] if m["dtype"] == "float32")
 
 
+@needs_bpe
 def test_compile_and_pipeline_rows(results):
     (row,) = rows(results, "compile", "first call (trace + compile)")
     assert row["ours"].endswith(" jit")
@@ -106,6 +113,7 @@ def test_compile_and_pipeline_rows(results):
     assert row["ours"].endswith("batches/s") and row["reference"].endswith("batches/s without")
 
 
+@needs_bpe
 def test_the_markdown_file_has_the_table_and_the_parity_report(dry_run, results):
     proc, outdir = dry_run
     md = (outdir / "device_check.md").read_text(encoding="utf-8")
@@ -133,6 +141,7 @@ def test_an_incomplete_tiktoken_cache_fails_early_in_one_line(tmp_path):
     assert "vocab.bpe and encoder.json" in line
 
 
+@needs_bpe
 def test_no_gpu_fails_early_in_one_line(tmp_path):
     jax = pytest.importorskip("jax")
     try:
