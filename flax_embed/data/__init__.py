@@ -5,9 +5,11 @@ Each stage is a NumPy object with no JAX in it, so it runs in any process
 """
 
 from flax_embed.data.batcher import Batcher, create_dataloader, epoch_permutation
+from flax_embed.data.corpus import CorpusError
 from flax_embed.data.iterator import BatchIterator
 from flax_embed.data.parallel_tokenize import encode_parallel, iter_encode_parallel
 from flax_embed.data.samples import sample_text
+from flax_embed.data.shards import tokenize_corpus
 from flax_embed.data.sources import Batch, SlidingWindowDataset, TokenFileDataset, WindowSource
 from flax_embed.data.token_files import (
     TokenFileError,
@@ -20,6 +22,7 @@ __all__ = [
     "Batch",
     "BatchIterator",
     "Batcher",
+    "CorpusError",
     "SlidingWindowDataset",
     "TokenFileDataset",
     "TokenFileError",
@@ -31,5 +34,6 @@ __all__ = [
     "iter_encode_parallel",
     "read_token_file",
     "sample_text",
+    "tokenize_corpus",
     "write_token_file",
 ]
