@@ -610,20 +610,18 @@ def open_shards(
     dtype: str | np.dtype | None = None,
 ) -> ShardedTokenDataset:
     """What ``SlidingWindowDataset.from_files`` does: see there."""
-    if isinstance(paths_or_manifest, (str, os.PathLike)):
-        target = Path(paths_or_manifest)
-        if target.is_dir() or target.suffix == ".json":
-            manifest, folder = read_manifest(target)
-            for entry in manifest["shards"]:
-                verify_shard(folder, entry, checksum=verify)
-            paths = [folder / entry["name"] for entry in manifest["shards"]]
-            if not paths:
-                raise ValueError(f"{target}: the manifest lists no shard (an empty corpus)")
-            vocab = manifest["vocab_size"] if vocab_size is None else vocab_size
-            return ShardedTokenDataset(paths, max_length, stride, vocab_size=vocab,
-                                       check_ids=check_ids, dtype=dtype)  # fmt: skip
-        paths = [target]
-    else:
+    if not isinstance(paths_or_manifest, (str, os.PathLike)):
         paths = list(paths_or_manifest)
+    elif (target := Path(paths_or_manifest)).is_dir() or target.suffix == ".json":
+        manifest, folder = read_manifest(target)
+        for entry in manifest["shards"]:
+            verify_shard(folder, entry, checksum=verify)
+        paths = [folder / entry["name"] for entry in manifest["shards"]]
+        if not paths:
+            raise ValueError(f"{target}: the manifest lists no shard (an empty corpus)")
+        if vocab_size is None:
+            vocab_size = manifest["vocab_size"]
+    else:
+        paths = [target]
     return ShardedTokenDataset(paths, max_length, stride, vocab_size=vocab_size,
                                check_ids=check_ids, dtype=dtype)  # fmt: skip

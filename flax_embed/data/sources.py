@@ -121,7 +121,7 @@ class SlidingWindowDataset:
         verify: bool = True,
         dtype: str | np.dtype | None = None,
     ) -> ShardedTokenDataset:
-        """Windows over several token files read as one stream, memory-mapped.
+        """Windows over several token files read as one stream, each window with ``pread``.
 
         The batches equal those of one ``SlidingWindowDataset`` over the concatenated
         ids, windows that cross a file boundary included; resident memory stays
