@@ -17,6 +17,7 @@ from flax_embed.layers.positions import (
     sinusoidal_inv_freq,
     sinusoidal_table,
 )
+from flax_embed.layers.masks import segment_mask
 
 __all__ = [
     "SINUSOIDAL_VARIANTS",
@@ -29,6 +30,7 @@ __all__ = [
     "alibi_bias",
     "alibi_slopes",
     "rope_permute",
+    "segment_mask",
     "sinusoidal_inv_freq",
     "sinusoidal_table",
 ]
