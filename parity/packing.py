@@ -46,6 +46,7 @@ __all__ = [
     "hf_llama_rows",
     "packing_checks",
     "packing_corpus",
+    "qkv_attention",
 ]
 
 SEQ_LEN = 128
@@ -237,6 +238,33 @@ def _packed_batch(num_rows: int = 4):
     return ds.gather(np.arange(num_rows))
 
 
+@functools.cache
+def _embeddings(backend: str) -> dict:
+    """Jitted ``InputEmbedding`` applies and their params, ``"learned"`` and ``"sinusoidal"``."""
+    from flax_embed.layers.linen import InputEmbedding
+
+    out = {}
+    with on_backend(backend):
+        for mode in ("learned", "sinusoidal"):
+            model = InputEmbedding(vocab_size=50257, context_length=SEQ_LEN, features=64,
+                                   position=mode)  # fmt: skip
+            params = model.init(jax.random.key(0), np.zeros((1, SEQ_LEN), np.int32))
+            out[mode] = (jax.jit(model.apply), params)
+    return out
+
+
+_ROPE = RoPE(head_dim=32, base=10_000.0)
+
+
+@jax.jit
+def qkv_attention(x_BxTx3xHxD, pos_BxT, mask_Bx1xTxT):
+    """RoPE-rotated q and k of ``x[:, :, 0]`` / ``x[:, :, 1]`` and their attention over
+    ``x[:, :, 2]``: ``(q, k, out)``, each ``(B, T, H, D)``."""
+    q = _ROPE.apply(x_BxTx3xHxD[:, :, 0], pos_BxT)
+    k = _ROPE.apply(x_BxTx3xHxD[:, :, 1], pos_BxT)
+    return q, k, attention(q, k, x_BxTx3xHxD[:, :, 2], mask_Bx1xTxT)
+
+
 def changes_nothing_rows(
     backend: str,
     *,
@@ -249,33 +277,18 @@ def changes_nothing_rows(
     ``positions_key`` and ``mask_fn`` exist to show the rows' sensitivity: positions
     that do not restart or a mask that leaks make them fail.
     """
-    from flax_embed.layers.linen import InputEmbedding
-
     batch = _packed_batch(num_rows)
     ids, seg = batch["inputs"], batch["inputs_segment_ids"]
     if positions_key == "inputs_positions":
         pos = batch["inputs_positions"]
     else:  # counting across documents: the book's windows
         pos = np.broadcast_to(np.arange(SEQ_LEN, dtype=np.int32), ids.shape)
-    rope = RoPE(head_dim=32, base=10_000.0)
     h, d = 4, 32
     rng = np.random.Generator(np.random.PCG64(21))
     x = rng.standard_normal((*ids.shape, 3, h, d)).astype(np.float32)
     rows: list[CheckResult] = []
     with on_backend(backend):
-        emb = {}
-        for mode in ("learned", "sinusoidal"):
-            model = InputEmbedding(vocab_size=50257, context_length=SEQ_LEN, features=64,
-                                   position=mode)  # fmt: skip
-            params = model.init(jax.random.key(0), ids[:1])
-            emb[mode] = (jax.jit(model.apply), params)
-
-        @jax.jit
-        def qkv_attention(x_BxTx3xHxD, pos_BxT, mask):
-            q = rope.apply(x_BxTx3xHxD[:, :, 0], pos_BxT)
-            k = rope.apply(x_BxTx3xHxD[:, :, 1], pos_BxT)
-            return q, k, attention(q, k, x_BxTx3xHxD[:, :, 2], mask)
-
+        emb = _embeddings(backend)
         packed_emb = {m: np.asarray(f(p, ids, positions=pos)) for m, (f, p) in emb.items()}
         q_p, k_p, o_p = map(np.asarray, qkv_attention(x, pos, mask_fn(seg)))
         # Each document alone: at the start of a row of its own (the rest padding), all

@@ -1,0 +1,77 @@
+"""The packing parity rows (``parity.packing``) on CPU, and their sensitivity.
+
+Grain's packers run on a smaller corpus than the report's (600 documents) to keep
+the suite fast; the report runs 3,000.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import pytest
+
+pytest.importorskip("grain")
+pytest.importorskip("transformers")
+
+from flax_embed.positions import segment_mask
+from parity import packing as pk
+from parity.report import CHECK_GROUPS
+
+BACKEND = "cpu"
+
+
+def leaky_mask(seg):
+    """Causal over the whole row: documents see each other (padding still masked)."""
+    return segment_mask(jnp.where(seg > 0, 1, 0))
+
+
+def assert_all_pass(rows):
+    assert rows
+    for row in rows:
+        assert row.passed, f"{row.check}: max |Δ| {row.max_abs_diff}, {row.note}"
+        if row.tolerance == 0.0:
+            assert row.bit_identical and row.max_abs_diff == 0.0, row
+
+
+def test_rows_equal_grains_three_packers():
+    rows = pk.grain_rows(BACKEND, docs=pk.packing_corpus(600))
+    assert {r.check.split()[1] for r in rows} == {"first_fit", "best_fit", "concat_split"}
+    assert_all_pass(rows)
+
+
+def test_positions_equal_hf_flattening_collator():
+    assert_all_pass(pk.hf_flattening_rows(BACKEND, num_rows=50))
+
+
+@pytest.fixture(scope="module")
+def nothing_changes():
+    return pk.changes_nothing_rows(BACKEND, num_rows=2)
+
+
+def test_packing_changes_nothing(nothing_changes):
+    assert len(nothing_changes) == 5
+    assert_all_pass(nothing_changes)
+
+
+def test_positions_that_do_not_restart_fail_the_embedding_and_rope_rows():
+    rows = pk.changes_nothing_rows(BACKEND, positions_key="counting", num_rows=2)
+    failed = {r.check.split(": ")[1].split(" (")[0] for r in rows if not r.passed}
+    assert failed >= {"learned embedding", "sinusoidal embedding", "RoPE q", "RoPE k"}
+
+
+def test_a_leaking_mask_fails_the_attention_row():
+    rows = pk.changes_nothing_rows(BACKEND, mask_fn=leaky_mask, num_rows=2)
+    (attention,) = [r for r in rows if "attention" in r.check]
+    assert not attention.passed
+
+
+def test_hf_llama_attention_with_packed_position_ids_matches():
+    assert_all_pass(pk.hf_llama_rows(BACKEND, num_rows=1))
+
+
+def test_a_leaking_mask_fails_the_hf_llama_row():
+    (row,) = pk.hf_llama_rows(BACKEND, mask_fn=leaky_mask, num_rows=1)
+    assert not row.passed
+
+
+def test_the_group_is_registered():
+    assert pk.packing_checks in CHECK_GROUPS
