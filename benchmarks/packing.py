@@ -87,7 +87,9 @@ def bench(quick: bool) -> None:
     elements = grain_elements(docs, t)
     small = documents(50)
     ds = PackedDataset(docs, t, method="first_fit", num_packing_bins=BINS)
-    plan_bytes = sum(a.nbytes for a in (ds._piece_src, ds._piece_len, ds._piece_offset, ds._row_ptr))
+    plan_bytes = sum(
+        a.nbytes for a in (ds._piece_src, ds._piece_len, ds._piece_offset, ds._row_ptr)
+    )
     mine = measure_in_fork(ours, docs, t, warmup=(small, t))
     theirs = measure_in_fork(grain, elements, t, warmup=(grain_elements(small, t), t))
     assert eval(mine["result"]) == eval(theirs["result"]) == len(ds)  # same number of rows

@@ -3,8 +3,9 @@
     PYTHONPATH=. python docs/packing_figures.py
 
 Eight rows of 64 next-token pairs, first-fit packed (8 bins) from documents of real
-GPT-2 ids (the bundled sample text's sentences, the story's order), shown as two heat maps: the segment
-id of each cell (0 = padding, white) and its position (restarting at 0 per document).
+GPT-2 ids (the bundled sample text's sentences, in the story's order), shown as two
+heat maps: the segment id of each cell (0 = padding, white) and its position
+(restarting at 0 per document).
 """
 
 from __future__ import annotations

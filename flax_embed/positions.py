@@ -3,6 +3,7 @@
 The public front module; the implementation lives in ``flax_embed.layers.positions``.
 """
 
+from flax_embed.layers.masks import segment_mask
 from flax_embed.layers.positions import (
     SINUSOIDAL_VARIANTS,
     DynamicNTKScaling,
@@ -17,7 +18,6 @@ from flax_embed.layers.positions import (
     sinusoidal_inv_freq,
     sinusoidal_table,
 )
-from flax_embed.layers.masks import segment_mask
 
 __all__ = [
     "SINUSOIDAL_VARIANTS",

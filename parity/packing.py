@@ -56,7 +56,7 @@ U64 = 2.0**-53
 
 
 def gamma(n: int, u: float) -> float:
-    """Higham's ``γ_n = n·u / (1 - n·u)``: the relative error bound of an n-term sum."""
+    """Higham's ``gamma_n = n·u / (1 - n·u)``: the relative error bound of an n-term sum."""
     return n * u / (1 - n * u)
 
 
@@ -213,11 +213,11 @@ def attention_order_bound(q, k, v, u: float = U32) -> np.ndarray:
     ``exp`` is an exact 0; alone: it does not), per output entry ``(T, H, D)``.
 
     Each of the three reductions (q·k over ``D``, Σ exp over ``n`` keys, Σ p·v over
-    ``n``) is within ``γ`` of its exact value in both, so within ``2γ`` of each other.
-    A score error ``E = 2γ_D·Σ|q||k|/√D`` changes each ``exp`` by a factor within
+    ``n``) is within ``gamma`` of its exact value in both, so within ``2gamma`` of each other.
+    A score error ``E = 2gamma_D·Σ|q||k|/√D`` changes each ``exp`` by a factor within
     ``e^{±E}``; with ``exp``/division roundings (the same function on the same or
-    nearby inputs, ``2u`` each) the weights change relatively by at most ``ρ =
-    2(e^E - 1) + 4u + 2γ_n``, and the output by ``(ρ + 2γ_n)·Σ p|v|``.
+    nearby inputs, ``2u`` each) the weights change relatively by at most ``rho =
+    2(e^E - 1) + 4u + 2gamma_n``, and the output by ``(rho + 2gamma_n)·Σ p|v|``.
     """
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     t, _, d = q.shape
@@ -322,7 +322,9 @@ def changes_nothing_rows(
             backend, np.concatenate(packed[name]), np.concatenate(alone[name]),
             note="same arithmetic (gathers / elementwise at the same positions): bit-identical",
         ))  # fmt: skip
-    diff = np.concatenate([np.abs(a - b).ravel() for a, b in zip(packed["o"], alone["o"], strict=True)])
+    diff = np.concatenate(
+        [np.abs(a - b).ravel() for a, b in zip(packed["o"], alone["o"], strict=True)]
+    )
     bound = np.concatenate([b.ravel() for b in alone["bound"]])
     within = bool(np.all(diff <= bound))
     rows.append(
@@ -354,7 +356,7 @@ def float64_attention_bound(q, k, v, wo, seg) -> np.ndarray:
     norm, so the rotated pair's norm serves), a score by ``E_j = Σ_t (|Δq_t|(|k_t| +
     |Δk_t|) + |q_t||Δk_t|)/√D``, and since ``∂o/∂s_j = p_j(v_j - o)`` the attention
     output by ``Σ_j p_j|v_j - o|·E_j`` to first order; doubled for the higher-order
-    terms (``E ≪ 1``), plus float64 roundings ``γ_{4n}``-relative to ``Σ p|v|``
+    terms (``E ≪ 1``), plus float64 roundings ``gamma_{4n}``-relative to ``Σ p|v|``
     (``n = E + T + 8``), then through ``|Wo|``.
     """
     t, h, d = q.shape

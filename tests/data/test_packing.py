@@ -179,7 +179,7 @@ def test_the_fingerprint_follows_the_content(docs):
         assert other.fingerprint() != base.fingerprint()
     state = Batcher(base, 4, shard_index=0, shard_count=1).iterate().get_state()
     it = Batcher(PackedDataset(docs, 16), 4, shard_index=0, shard_count=1).iterate()
-    with pytest.raises(ValueError, match="fingerprint|dataset"):
+    with pytest.raises(ValueError, match=r"fingerprint|dataset"):
         it.set_state(state)
 
 
