@@ -135,9 +135,10 @@ class Documents(Sequence[np.ndarray]):
     def split_at(cls, tokens: np.ndarray, separator_id: int) -> Documents:
         """Documents of a token stream separated by ``separator_id`` (dropped).
 
-        E.g. a token file written with ``<|endoftext|>`` (50256) between documents.
-        A document whose text contained the separator's text splits there: only a
-        document index written with the tokens is exact.
+        E.g. a token file written with ``<|endoftext|>`` (50256) between documents
+        (``read_token_file``'s memory map works). The tokens other than separators are
+        copied into memory, O(N). A document whose text contained the separator's
+        text splits there: only a document index written with the tokens is exact.
         """
         tokens = np.asarray(tokens) if not isinstance(tokens, np.ndarray) else tokens
         check_ids_1d("tokens", tokens)

@@ -190,3 +190,16 @@ def test_grain_map_dataset_reads_the_rows(docs):
     assert len(batches) == -(-len(ds) // 8)
     for k, v in ds.gather(np.arange(8)).items():
         np.testing.assert_array_equal(batches[0][k], v)
+
+
+def test_documents_from_a_token_file_split_at_end_of_text(tmp_path, docs):
+    from flax_embed.data import read_token_file, write_token_file
+
+    eot = 50256
+    stream = np.concatenate([np.append(np.asarray(d), eot) for d in docs[:40]])
+    write_token_file(tmp_path / "train.npy", stream)
+    from_file = Documents.split_at(read_token_file(tmp_path / "train.npy"), eot)
+    assert len(from_file) == 41  # the text after the last separator is one empty document
+    expected = PackedDataset(docs[:40], 32).gather(np.arange(4))
+    for k, v in PackedDataset(from_file, 32).gather(np.arange(4)).items():
+        np.testing.assert_array_equal(v, expected[k])
