@@ -1,7 +1,7 @@
 """Packing: ``PackedDataset`` (plan + an epoch of batches) against Grain's first-fit packer.
 
 The same documents (real GPT-2 ids cut at seeded log-normal lengths, median 40
-tokens, some longer than a row; 200,000 documents, ``--quick``: 3,000), rows of
+tokens, some longer than a row; 50,000 documents, ``--quick``: 1,000), rows of
 ``T = 512`` (``--quick``: 128), 32 packing bins, batches of 32 rows:
 
 * ``ours``: ``PackedDataset(docs, T, method="first_fit", num_packing_bins=32)``
@@ -18,7 +18,7 @@ the parity rows' business: ``parity/packing.py``).
 from __future__ import annotations
 
 SECTION = "packing"
-FULL = {"docs": 200_000, "seq_len": 512}
+FULL = {"docs": 50_000, "seq_len": 512}
 QUICK = {"docs": 1_000, "seq_len": 128}
 BINS, BATCH = 32, 32
 
