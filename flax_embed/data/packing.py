@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from flax_embed._validation import check_ids_1d, check_positive_int
+from flax_embed._validation import check_ids_1d, check_positive_int, first_out_of_range
 from flax_embed.data.fingerprint import _token_digest
 
 __all__ = ["PACKING_METHODS", "Documents", "PackedDataset", "PackedRows"]
@@ -93,12 +93,19 @@ class Documents(Sequence[np.ndarray]):
       name: what to call ``offsets`` in errors (e.g. the index file's path).
 
     Raises:
-      ValueError: an offsets array that disagrees with ``tokens`` (named).
+      ValueError: an offsets array that disagrees with ``tokens`` (named); an id of
+        an in-memory ``tokens`` outside ``[0, 2**31)`` (rows are int32).
     """
 
     def __init__(self, tokens: np.ndarray, offsets: np.ndarray, *, name: str = "offsets"):
-        tokens = np.asarray(tokens) if not isinstance(tokens, np.ndarray) else tokens
+        tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
         check_ids_1d("tokens", tokens)
+        if not isinstance(tokens, np.memmap) and (bad := first_out_of_range(tokens, 2**31)):
+            # Rows are int32; a memory-mapped token file's ids were checked when opened.
+            raise ValueError(
+                f"tokens[{bad[0]}] = {int(tokens[bad[0]])} is not an id in [0, 2**31) "
+                f"({bad[1]} such)"
+            )
         offsets = np.asarray(offsets)
         if offsets.ndim != 1 or len(offsets) < 1:
             raise ValueError(f"{name} must be a 1-D array of D + 1 offsets, got {offsets.shape}")

@@ -203,3 +203,9 @@ def test_documents_from_a_token_file_split_at_end_of_text(tmp_path, docs):
     expected = PackedDataset(docs[:40], 32).gather(np.arange(4))
     for k, v in PackedDataset(from_file, 32).gather(np.arange(4)).items():
         np.testing.assert_array_equal(v, expected[k])
+
+
+@pytest.mark.parametrize("bad", [-1, 2**31])
+def test_an_id_that_int32_rows_cannot_hold_is_an_error(bad):
+    with pytest.raises(ValueError, match=r"tokens\[2\] = .* not an id"):
+        PackedDataset([np.array([1, 2, bad, 3], np.int64)], 8)
