@@ -75,3 +75,19 @@ def test_a_leaking_mask_fails_the_hf_llama_row():
 
 def test_the_group_is_registered():
     assert pk.packing_checks in CHECK_GROUPS
+
+
+def test_transformers_derives_the_block_mask_from_packed_position_ids():
+    """The HF Llama row passes no attention mask: this is what makes it block-diagonal."""
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig
+    from transformers.masking_utils import create_causal_mask
+
+    config = LlamaConfig(hidden_size=8, num_attention_heads=2, num_key_value_heads=2)
+    config._attn_implementation = "eager"
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0]])
+    mask = create_causal_mask(config, torch.zeros(1, 6, 8), None, None, position_ids=pos)
+    allowed = (mask[0, 0] == 0).numpy()  # eager: an additive float mask, 0 where attended
+    seg = np.array([[1, 1, 1, 2, 2, 3]])
+    np.testing.assert_array_equal(allowed, np.asarray(segment_mask(seg))[0, 0])
