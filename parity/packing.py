@@ -270,7 +270,7 @@ def changes_nothing_rows(
     *,
     positions_key: str = "inputs_positions",
     mask_fn=segment_mask,
-    num_rows: int = 4,
+    num_rows: int = 8,
 ) -> list[CheckResult]:
     """Each document of a packed batch against the same document alone (4 rows).
 
