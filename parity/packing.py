@@ -272,7 +272,7 @@ def changes_nothing_rows(
     mask_fn=segment_mask,
     num_rows: int = 8,
 ) -> list[CheckResult]:
-    """Each document of a packed batch against the same document alone (4 rows).
+    """Each document of a packed batch against the same document alone (5 rows).
 
     ``positions_key`` and ``mask_fn`` exist to show the rows' sensitivity: positions
     that do not restart or a mask that leaks make them fail.
