@@ -3,6 +3,7 @@
 The public front module; the implementation lives in ``flax_embed.layers.positions``.
 """
 
+from flax_embed.layers.masks import segment_mask
 from flax_embed.layers.positions import (
     SINUSOIDAL_VARIANTS,
     DynamicNTKScaling,
@@ -29,6 +30,7 @@ __all__ = [
     "alibi_bias",
     "alibi_slopes",
     "rope_permute",
+    "segment_mask",
     "sinusoidal_inv_freq",
     "sinusoidal_table",
 ]

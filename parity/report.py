@@ -28,6 +28,7 @@ from parity.forward import forward_checks
 from parity.gradients import gradient_checks
 from parity.linen_nnx import linen_nnx_checks
 from parity.options import add_arguments
+from parity.packing import packing_checks
 from parity.positions import positions_checks
 from parity.result import CheckResult
 from parity.training import training_checks
@@ -44,6 +45,7 @@ CHECK_GROUPS: list[CheckGroup] = [
     behaviour_checks,
     linen_nnx_checks,
     positions_checks,
+    packing_checks,
 ]
 """The groups of rows of the report, in order; each runs once per backend."""
 

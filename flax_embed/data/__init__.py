@@ -7,6 +7,7 @@ Each stage is a NumPy object with no JAX in it, so it runs in any process
 from flax_embed.data.batcher import Batcher, create_dataloader, epoch_permutation
 from flax_embed.data.corpus import CorpusError
 from flax_embed.data.iterator import BatchIterator
+from flax_embed.data.packing import PACKING_METHODS, Documents, PackedDataset
 from flax_embed.data.parallel_tokenize import encode_parallel, iter_encode_parallel
 from flax_embed.data.samples import sample_text
 from flax_embed.data.shards import tokenize_corpus
@@ -19,10 +20,13 @@ from flax_embed.data.token_files import (
 )
 
 __all__ = [
+    "PACKING_METHODS",
     "Batch",
     "BatchIterator",
     "Batcher",
     "CorpusError",
+    "Documents",
+    "PackedDataset",
     "SlidingWindowDataset",
     "TokenFileDataset",
     "TokenFileError",

@@ -663,7 +663,14 @@ def alibi_slopes(num_heads: int) -> jax.Array:
     return jnp.asarray(_f32(_slopes_f64(num_heads)))
 
 
-def alibi_bias(num_heads: int, query_len: int, key_len: int, *, offset: int = 0) -> jax.Array:
+def alibi_bias(
+    num_heads: int,
+    query_len: int,
+    key_len: int,
+    *,
+    offset: int = 0,
+    positions: jax.Array | None = None,
+) -> jax.Array:
     """ALiBi's attention bias, float32 ``(num_heads, query_len, key_len)``.
 
     Entry ``[h, q, k]`` is ``slope_h·(k - (q + offset))``: zero on the diagonal of a
@@ -676,10 +683,26 @@ def alibi_bias(num_heads: int, query_len: int, key_len: int, *, offset: int = 0)
 
       >>> alibi_bias(1, 2, 3)[0].tolist()
       [[0.0, 0.00390625, 0.0078125], [-0.00390625, 0.0, 0.00390625]]
+
+    Packed rows: ``positions`` ``(B, T)`` (``inputs_positions``, restarting per
+    document; ``query_len == key_len == T``, ``offset`` 0) gives ``(B, num_heads, T,
+    T)`` with entry ``slope_h·(positions[b, k] - positions[b, q])``: within a
+    document the same as the document alone; pair it with ``segment_mask``, which
+    masks the entries across documents.
     """
     query_len = check_positive_int("query_len", query_len)
     key_len = check_positive_int("key_len", key_len)
     offset = check_positive_int("offset", offset, minimum=0)
     slopes = alibi_slopes(num_heads)
+    if positions is not None:
+        pos_BxT = jnp.asarray(positions)
+        if pos_BxT.ndim != 2 or query_len != key_len or pos_BxT.shape[1] != key_len or offset:
+            raise ValueError(
+                f"positions must have shape (B, T) with T == query_len == key_len and "
+                f"offset 0, got {tuple(pos_BxT.shape)}, query_len={query_len}, "
+                f"key_len={key_len}, offset={offset}"
+            )
+        distance_BxTxT = pos_BxT[:, None, :] - pos_BxT[:, :, None]
+        return slopes[None, :, None, None] * distance_BxTxT[:, None].astype(jnp.float32)
     distance = jnp.arange(key_len)[None, :] - (jnp.arange(query_len)[:, None] + offset)
     return slopes[:, None, None] * distance.astype(jnp.float32)

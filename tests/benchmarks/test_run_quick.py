@@ -75,6 +75,7 @@ def test_describes_the_machine(report):
         ("positions", "RoPE.apply jit on q and k (2, 64, 4, 64) vs memcpy of q and k"),
         ("positions", "sinusoidal_table(4096, 256) jit vs M2M100"),
         ("positions", "alibi_bias(4, 128, 128) jit vs torch"),
+        ("packing", "first_fit plan + epoch of batches, 1,000 docs, T=128"),
     ],
 )
 def test_has_the_row_with_a_measurement(report, section, what):
