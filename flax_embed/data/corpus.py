@@ -36,10 +36,10 @@ import codecs
 import dataclasses
 import glob
 import gzip
+import hashlib
 import io
 import itertools
 import json
-import hashlib
 import os
 import stat
 import zlib
@@ -139,8 +139,9 @@ def _expand_dir(folder: Path, exclude: Sequence[str] = ()) -> list[str]:
             if (Path(root) / d / "state.json").is_file():  # a saved HF dataset inside
                 found.append(Path(root) / d)
                 dirs.remove(d)
-        found += [Path(root) / f for f in files if not f.startswith(".")
-                  and _is_corpus_name(Path(f)) and not _excluded(Path(root) / f, exclude)]  # fmt: skip
+        found += [Path(root) / f for f in files
+                  if not f.startswith(".") and _is_corpus_name(Path(f))
+                  and not _excluded(Path(root) / f, exclude)]  # fmt: skip
     return [str(p) for p in sorted(found, key=lambda p: p.relative_to(folder).parts)]
 
 
@@ -209,8 +210,8 @@ class Segment:
     """The input bytes this segment stands for (for progress and planning)."""
 
 
-_FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-               stat.S_IFBLK: "a block device"}  # fmt: skip
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+               stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}  # fmt: skip
 
 
 def _regular_stat(path: str | os.PathLike[str]) -> os.stat_result:

@@ -109,7 +109,9 @@ LOCK = ".flax-embed.lock"
 """The lock file of a folder being written (``fcntl.flock``; it holds the writer's pid and host)."""
 _COPY_TOKENS = 1 << 22
 _SHARD_FILE = re.compile(r"tokens-\d{5,}\.bin(\.json)?")
-_WORK_FILE = re.compile(r"(plan|commit)\.json|(part|tokens|shard)-\d{5,}\.(bin|bin\.json|done\.json)")
+_WORK_FILE = re.compile(
+    r"(plan|commit)\.json|(part|tokens|shard)-\d{5,}\.(bin|bin\.json|done\.json)"
+)
 
 
 class OutputError(ValueError):
@@ -298,7 +300,7 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict, Path]:
         and s["name"] not in ("", ".", "..")
         for s in shards
     )  # fmt: skip
-    if not ok or not _is_count(manifest.get("vocab_size")):
+    if not ok or not isinstance(shards, list) or not _is_count(manifest.get("vocab_size")):
         raise TokenFileError(f"{path}: a malformed manifest (shards or vocab_size)")
     folder = path.parent
     seen: set[str] = set()
@@ -451,7 +453,7 @@ def _owned_manifest(out: Path) -> dict | None:
 
 
 def _owned_work(work: Path) -> dict | None:
-    """The plan of ``.work`` (None if there is no ``.work``, or an empty one); OutputError if not ours."""
+    """The plan in ``.work`` (None if no ``.work`` or an empty one); OutputError if not ours."""
     if not work.exists() and not work.is_symlink():
         return None
     if work.is_dir() and not work.is_symlink():
@@ -502,8 +504,8 @@ def _publish(out: Path, work: Path, commit: dict) -> dict:
     return manifest
 
 
-def _same_inputs(old: list, new: list[dict]) -> bool:
-    """Whether the recorded inputs ``old`` are ``new``: path, bytes, mtime_ns (and sha256 if given)."""
+def _same_inputs(old: object, new: list[dict]) -> bool:
+    """Whether the recorded inputs ``old`` are ``new``: path, bytes, mtime_ns (sha256 if given)."""
     if not isinstance(old, list) or len(old) != len(new):
         return False
     keys = ("path", "bytes", "mtime_ns")

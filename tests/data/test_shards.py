@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import os
 import json
+import os
 import pickle
 
 import numpy as np
@@ -338,11 +338,9 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, inputs):
     paths, _ = inputs
     out = tmp_path / "o"
     out.mkdir()
-    with shards_module._locked(out):  # what a running job holds
-        with pytest.raises(shards_module.OutputError,
-                           match=rf"o: in use by another flax-embed tokenize \(pid {os.getpid()} "
-                           r"on .*; lock .*\.flax-embed\.lock\)$"):  # fmt: skip
-            tokenize_corpus(paths, out, shard_tokens=60)
+    busy = rf"o: in use by another flax-embed tokenize \(pid {os.getpid()} on .*; lock .*\.lock\)$"
+    with shards_module._locked(out), pytest.raises(shards_module.OutputError, match=busy):
+        tokenize_corpus(paths, out, shard_tokens=60)  # _locked: what a running job holds
     assert list(out.iterdir()) == []  # the lock file goes with its holder
     tokenize_corpus(paths, out, shard_tokens=60)
 
@@ -407,7 +405,8 @@ def test_a_killed_swap_is_finished_by_the_next_run(tmp_path, inputs, monkeypatch
     np.testing.assert_array_equal(np.concatenate(shard_ids(out, manifest)),
                                   encode(ENDOFTEXT.join(docs)))  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [MANIFEST] + [n for s in manifest["shards"] for n in (s["name"], s["name"] + ".json")])
+        [MANIFEST] + [n for s in manifest["shards"] for n in (s["name"], s["name"] + ".json")]
+    )
 
 
 def test_an_output_folder_inside_an_input_folder_is_not_read_back(tmp_path):
