@@ -121,14 +121,19 @@ def _run_single(args: argparse.Namespace, out: Path, workers: int) -> int:
 
 
 def _run_sharded(args: argparse.Namespace, out: Path, workers: int) -> int:
-    from flax_embed.data.shards import DEFAULT_SHARD_TOKENS, OutputError, tokenize_corpus
+    from flax_embed.data.shards import (
+        DEFAULT_SHARD_TOKENS,
+        OutputError,
+        output_paths,
+        tokenize_corpus,
+    )
 
     shard_tokens = DEFAULT_SHARD_TOKENS if args.shard_tokens is None else args.shard_tokens
     if out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder (shards go to a folder)")
     if (args.ray or args.ray_address) and not args.eot:
         raise CLIError("--ray needs document boundaries to split the work: drop --no-eot")
-    paths = corpus.expand_inputs(args.corpus, exclude=[out])
+    paths = corpus.expand_inputs(args.corpus, exclude=output_paths(out))
     total = sum(corpus.input_size(p) for p in paths)
     runner = None
     if args.ray or args.ray_address:

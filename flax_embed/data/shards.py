@@ -89,6 +89,7 @@ __all__ = [
     "OutputError",
     "ShardedTokenDataset",
     "file_sha256",
+    "output_paths",
     "read_manifest",
     "shard_name",
     "tokenize_corpus",
@@ -430,6 +431,18 @@ def _locked(out: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def output_paths(out: str | os.PathLike[str]) -> list[Path]:
+    """The paths in ``out`` a sharded job writes: never read as its inputs.
+
+    ``manifest.json``, ``.work``, the lock and the files named like shards or their
+    sidecars; other files in ``out`` may be inputs.
+    """
+    out = Path(out)
+    shards = sorted(p for p in out.iterdir() if _SHARD_FILE.fullmatch(p.name)) if (
+        out.is_dir()) else []  # fmt: skip
+    return [out / MANIFEST, out / WORK_DIR, out / LOCK, *shards]
+
+
 def _foreign(path: Path, what: str) -> OutputError:
     return OutputError(f"{path}: {what}, not written by flax-embed tokenize; move it away or "
                        "choose another output folder (files the command did not write are "
@@ -561,7 +574,7 @@ def tokenize_corpus(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder (shards go to a folder)")
-    paths = expand_inputs(inputs, exclude=[out])
+    paths = expand_inputs(inputs, exclude=output_paths(out))
     identities = [input_identity(p, sha256=verify_inputs) for p in paths]
     segments = plan_segments(paths, target_bytes=segment_bytes)
     units = [(s,) for s in segments] if eot else [tuple(segments)]

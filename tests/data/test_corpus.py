@@ -345,6 +345,10 @@ def test_outputs_are_skipped_in_a_folder_and_refused_by_name(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "manifest.json").write_text('{"format": "flax-embed token shards"}')
+    (out / "more.jsonl").write_text("")
     assert expand_inputs([tmp_path], exclude=[out]) == [str(tmp_path / "a.jsonl")]
     with pytest.raises(CorpusError, match=r"manifest\.json: is this command's output"):
         expand_inputs([out / "manifest.json"], exclude=[out])
+    exclude = [out / "manifest.json"]  # an output file: what is beside it may be input
+    assert expand_inputs([tmp_path], exclude=exclude) == [str(tmp_path / "a.jsonl"),
+                                                          str(out / "more.jsonl")]  # fmt: skip

@@ -418,6 +418,12 @@ def test_an_output_folder_inside_an_input_folder_is_not_read_back(tmp_path):
     assert second == first and first["tokens"] == len(encode(ENDOFTEXT.join(DOCS)))
 
 
+def test_inputs_beside_the_output_in_its_folder_are_read(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", DOCS)  # tokenize a.jsonl -o ./ from its folder
+    first = tokenize_corpus([tmp_path / "a.jsonl"], tmp_path, shard_tokens=40)
+    assert tokenize_corpus([tmp_path], tmp_path, shard_tokens=40) == first  # shards not read
+
+
 def test_a_sidecar_edited_by_hand_is_repaired_by_a_rerun(tmp_path, inputs):
     paths, _ = inputs
     out = tmp_path / "o"
