@@ -22,7 +22,7 @@ from flax_embed.cli._common import CLIError, int_option, write_error
 from flax_embed.data import corpus
 from flax_embed.data.corpus import DEFAULT_FIELD, CorpusError
 from flax_embed.data.parallel_tokenize import default_workers, iter_encode_parallel
-from flax_embed.data.token_files import TokenFileWriter, sidecar_path
+from flax_embed.data.token_files import TokenFileError, TokenFileWriter, sidecar_path
 from flax_embed.tokenizer import TokenizerUnavailableError
 
 __all__ = ["MAX_WORKERS", "PROGRESS_MIN_BYTES", "add_parser", "run"]
@@ -148,7 +148,7 @@ def _run_sharded(args: argparse.Namespace, out: Path, workers: int) -> int:
                                    eot=args.eot, workers=workers, runner=runner,
                                    progress=total >= PROGRESS_MIN_BYTES,
                                    verify_inputs=args.verify_inputs)  # fmt: skip
-    except OutputError as e:
+    except (OutputError, TokenFileError) as e:
         raise CLIError(str(e)) from None
     except OSError as e:
         raise write_error(getattr(e, "filename", None) or out, e) from None

@@ -600,15 +600,15 @@ def tokenize_corpus(
     try:
         with _locked(out):
             return _tokenize_locked(runner, out, plan, units, sum(i["bytes"] for i in identities),
-                                    progress, verify_inputs)  # fmt: skip
+                                    progress)  # fmt: skip
     finally:
         if created:
             with contextlib.suppress(OSError):
                 out.rmdir()  # only if empty: a failed first run leaves no folder
 
 
-def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int, progress: bool,
-                     verify_inputs: bool) -> dict:  # fmt: skip
+def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
+                     progress: bool) -> dict:  # fmt: skip
     work = out / WORK_DIR
     old = _owned_manifest(out)
     old_plan = _owned_work(work)
@@ -618,7 +618,12 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int, pro
         owned |= {e["name"] for e in commit["manifest"]["shards"]} | set(commit["remove"])
     _check_shard_names(out, owned)
     if isinstance(commit, dict):  # a swap was interrupted: finish it first
-        old, old_plan = _publish(out, work, commit), None
+        try:
+            old = _publish(out, work, commit)
+        except TokenFileError:  # its shards are gone: this run writes them again
+            _clear_work(work)
+            old = None
+        old_plan = None
     meta = plan["meta"]
     if (
         old is not None
@@ -641,7 +646,7 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int, pro
         _atomic_json(work / "plan.json", plan)
     try:
         manifest = _run(runner, work, units, plan, total_bytes, progress)
-        now = [input_identity(i["path"], sha256=verify_inputs) for i in plan["inputs"]]
+        now = [input_identity(i["path"]) for i in plan["inputs"]]  # size and mtime only
         for before, after in zip(plan["inputs"], now, strict=True):
             if not _same_inputs([before], [after]):
                 raise CorpusError(f"{before['path']}: changed while it was being tokenized; "
