@@ -280,10 +280,11 @@ def test_resume_after_an_interrupted_shard_stage(tmp_path, inputs, monkeypatch):
 
 
 @pytest.mark.parametrize("pre_existing", [False, True])
-def test_bad_input_leaves_nothing(tmp_path, inputs, pre_existing):
+@pytest.mark.parametrize("line", ['{"text": 1}', "[" * 100_000 + "]" * 100_000])
+def test_bad_input_leaves_nothing(tmp_path, inputs, pre_existing, line):
     paths, _ = inputs
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "ok"}\n{"text": 1}\n')
+    bad.write_text('{"text": "ok"}\n' + line + "\n")
     out = tmp_path / "o"
     if pre_existing:
         out.mkdir()
@@ -518,26 +519,27 @@ def _state_after_one_batch(dataset):
     return json.loads(json.dumps(it.get_state()))
 
 
+@pytest.mark.parametrize("suffix", [".bin", ".npy"])  # a sidecar's CRC-32, or the ids' hash
 @pytest.mark.parametrize("other", ["corpus", "windows"])
-def test_a_state_is_refused_over_another_corpus_or_windows(tmp_path, other):
+def test_a_state_is_refused_over_another_corpus_or_windows(tmp_path, other, suffix):
     from flax_embed.data import Batcher
 
     a, b = tmp_path / "a", tmp_path / "b"
     for folder, seed in ((a, 0), (b, 1)):
         ids = np.random.default_rng(seed).integers(0, 50257, 400)
         folder.mkdir()
-        write_token_file(folder / "x.bin", ids[:250])
-        write_token_file(folder / "y.bin", ids[250:])
-    state = _state_after_one_batch(SlidingWindowDataset.from_files([a / "x.bin", a / "y.bin"],
-                                                                   9, 10))  # fmt: skip
+        write_token_file(folder / f"x{suffix}", ids[:250])
+        write_token_file(folder / f"y{suffix}", ids[250:])
+    files_a = [a / f"x{suffix}", a / f"y{suffix}"]
+    state = _state_after_one_batch(SlidingWindowDataset.from_files(files_a, 9, 10))
     if other == "corpus":
-        there = SlidingWindowDataset.from_files([b / "x.bin", b / "y.bin"], 9, 10)
+        there = SlidingWindowDataset.from_files([b / f"x{suffix}", b / f"y{suffix}"], 9, 10)
     else:  # the same files, another max_length: still 40 windows
-        there = SlidingWindowDataset.from_files([a / "x.bin", a / "y.bin"], 8, 10)
+        there = SlidingWindowDataset.from_files(files_a, 8, 10)
     assert len(there) == 40
     with pytest.raises(ValueError, match="saved from another dataset"):
         Batcher(there, batch_size=2, shuffle=True, seed=3).iterate(1).set_state(state)
-    same = SlidingWindowDataset.from_files([a / "x.bin", a / "y.bin"], 9, 10)
+    same = SlidingWindowDataset.from_files(files_a, 9, 10)
     Batcher(same, batch_size=2, shuffle=True, seed=3).iterate(1).set_state(state)
 
 
