@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from flax_embed.data.corpus import CorpusError
 from flax_embed.data.shards import ShardJob, UnitJob, run_shard, run_unit
 
-__all__ = ["CONNECT_TIMEOUT", "RayConnectError", "RayRunner"]
+__all__ = ["CONNECT_TIMEOUT", "RayConnectError", "RayRunner", "check_address"]
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a cluster's port to accept a connection."""
