@@ -39,6 +39,7 @@ __all__ = [
     "describe_os_error",
     "new_file_mode",
     "remove_stale_temps",
+    "resolves_inside",
     "target_mode",
     "temp_path",
 ]
@@ -255,6 +256,19 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         target.abort()
         raise
     target.commit()
+
+
+def resolves_inside(folder: str | os.PathLike[str], name: str | os.PathLike[str]) -> bool:
+    """Whether ``folder/name`` lies strictly inside ``folder`` once symlinks are resolved.
+
+    An absolute ``name``, ``..`` parts and symlinks that lead out all give False.
+
+    >>> resolves_inside("/data/set", "train/part-0.arrow"), resolves_inside("/data/set", "../x")
+    (True, False)
+    """
+    root = os.path.realpath(folder)
+    target = os.path.realpath(os.path.join(root, name))
+    return target.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def describe_os_error(

@@ -22,7 +22,7 @@ from flax_embed.cli._common import CLIError, int_option, write_error
 from flax_embed.data import corpus
 from flax_embed.data.corpus import DEFAULT_FIELD, CorpusError
 from flax_embed.data.parallel_tokenize import default_workers, iter_encode_parallel
-from flax_embed.data.token_files import TokenFileWriter
+from flax_embed.data.token_files import TokenFileError, TokenFileWriter, sidecar_path
 from flax_embed.tokenizer import TokenizerUnavailableError
 
 __all__ = ["MAX_WORKERS", "PROGRESS_MIN_BYTES", "add_parser", "run"]
@@ -81,6 +81,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="an existing Ray cluster (e.g. 10.0.0.1:6379 or auto; implies --ray); "
         "default: a local Ray instance",
     )  # fmt: skip
+    tokenize.add_argument(
+        "--verify-inputs", action="store_true",
+        help="with -o DIR/: record each input's sha256 and compare it on reruns (reads the "
+        "inputs twice); by default an input is identified by its path, size and mtime",
+    )  # fmt: skip
     tokenize.set_defaults(run=run)
 
 
@@ -96,7 +101,7 @@ def _run_single(args: argparse.Namespace, out: Path, workers: int) -> int:
         raise CLIError(f"{out}: the output must end in .npy or .bin (or be a folder, DIR/)")
     if args.ray or args.ray_address:
         raise CLIError("--ray writes shards: give a folder, -o DIR/ (and --shard-tokens N)")
-    paths = corpus.expand_inputs(args.corpus)
+    paths = corpus.expand_inputs(args.corpus, exclude=[out, sidecar_path(out)])
     total = sum(corpus.input_size(p) for p in paths)
     segments = corpus.plan_segments(paths, target_bytes=max(total, 1) * 2)  # whole files
     progress = tqdm(total=total, unit="B", unit_scale=True, desc="tokenize", file=sys.stderr,
@@ -116,27 +121,35 @@ def _run_single(args: argparse.Namespace, out: Path, workers: int) -> int:
 
 
 def _run_sharded(args: argparse.Namespace, out: Path, workers: int) -> int:
-    from flax_embed.data.shards import DEFAULT_SHARD_TOKENS, tokenize_corpus
+    from flax_embed.data.shards import (
+        DEFAULT_SHARD_TOKENS,
+        OutputError,
+        output_paths,
+        tokenize_corpus,
+    )
 
     shard_tokens = DEFAULT_SHARD_TOKENS if args.shard_tokens is None else args.shard_tokens
     if out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder (shards go to a folder)")
+    if (args.ray or args.ray_address) and not args.eot:
+        raise CLIError("--ray needs document boundaries to split the work: drop --no-eot")
+    paths = corpus.expand_inputs(args.corpus, exclude=output_paths(out))
+    total = sum(corpus.input_size(p) for p in paths)
     runner = None
     if args.ray or args.ray_address:
-        if not args.eot:
-            raise CLIError("--ray needs document boundaries to split the work: drop --no-eot")
-        from flax_embed.data.ray_tokenize import RayRunner
+        from flax_embed.data.ray_tokenize import RayConnectError, RayRunner
 
         try:
             runner = RayRunner(address=args.ray_address)
-        except ImportError as e:
+        except (ImportError, RayConnectError) as e:
             raise CLIError(str(e)) from None
-    paths = corpus.expand_inputs(args.corpus)
-    total = sum(corpus.input_size(p) for p in paths)
     try:
         manifest = tokenize_corpus(paths, out, shard_tokens=shard_tokens, field=args.field,
                                    eot=args.eot, workers=workers, runner=runner,
-                                   progress=total >= PROGRESS_MIN_BYTES)  # fmt: skip
+                                   progress=total >= PROGRESS_MIN_BYTES,
+                                   verify_inputs=args.verify_inputs)  # fmt: skip
+    except (OutputError, TokenFileError) as e:
+        raise CLIError(str(e)) from None
     except OSError as e:
         raise write_error(getattr(e, "filename", None) or out, e) from None
     finally:

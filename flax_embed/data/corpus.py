@@ -36,15 +36,17 @@ import codecs
 import dataclasses
 import glob
 import gzip
+import hashlib
 import io
 import itertools
 import json
 import os
+import stat
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from flax_embed._io import describe_os_error
+from flax_embed._io import describe_os_error, resolves_inside
 from flax_embed.tokenizer import ENDOFTEXT
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "corpus_pieces",
     "expand_inputs",
     "input_format",
+    "input_identity",
     "input_size",
     "plan_segments",
     "segment_pieces",
@@ -112,7 +115,16 @@ def _is_corpus_name(path: Path) -> bool:
     return bool(suffixes) and suffixes[-1] in _KINDS
 
 
-def _expand_dir(folder: Path) -> list[str]:
+def _excluded(path: Path, exclude: Sequence[str]) -> str | None:
+    """The entry of ``exclude`` (real paths) that ``path`` is, or lies under; else None."""
+    real = os.path.realpath(path)
+    for x in exclude:
+        if real == x or real.startswith(x.rstrip(os.sep) + os.sep):
+            return x
+    return None
+
+
+def _expand_dir(folder: Path, exclude: Sequence[str] = ()) -> list[str]:
     if (folder / "dataset_dict.json").is_file():
         splits = sorted(p.name for p in folder.iterdir() if (p / "state.json").is_file())
         raise CorpusError(
@@ -121,33 +133,46 @@ def _expand_dir(folder: Path) -> list[str]:
         )
     found = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not _excluded(Path(root) / d, exclude))  # fmt: skip
         for d in list(dirs):
             if (Path(root) / d / "state.json").is_file():  # a saved HF dataset inside
                 found.append(Path(root) / d)
                 dirs.remove(d)
         found += [Path(root) / f for f in files
-                  if not f.startswith(".") and _is_corpus_name(Path(f))]  # fmt: skip
+                  if not f.startswith(".") and _is_corpus_name(Path(f))
+                  and not _excluded(Path(root) / f, exclude)]  # fmt: skip
     return [str(p) for p in sorted(found, key=lambda p: p.relative_to(folder).parts)]
 
 
-def expand_inputs(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
+def expand_inputs(
+    specs: Sequence[str | os.PathLike[str]],
+    *,
+    exclude: Sequence[str | os.PathLike[str]] = (),
+) -> list[str]:
     """The input files of ``specs``: files as given, folders and globs expanded, sorted.
+
+    ``exclude`` names the command's own outputs (files, or a folder with everything
+    under it): a folder or glob skips them, and a spec that names one is refused.
 
     Raises:
       CorpusError: a spec that names nothing (no such file, a glob with no match, a
-        folder with no corpus file in it).
+        folder with no corpus file in it), or one of the outputs.
     """
     if isinstance(specs, (str, os.PathLike)):
         specs = [specs]
+    exclude = [os.path.realpath(x) for x in exclude]
     paths: list[str] = []
     for spec in map(str, specs):
         path = Path(spec)
+        if path.exists() and (x := _excluded(path, exclude)):
+            raise CorpusError(f"{spec}: is this command's output ({x}), so it cannot be "
+                              "an input; choose another output")  # fmt: skip
         if path.is_dir():
             if (path / "state.json").is_file():
                 paths.append(spec)
                 continue
-            found = _expand_dir(path)
+            found = _expand_dir(path, exclude)
             if not found:
                 raise CorpusError(f"{spec}: a folder with no .txt, .jsonl, .json or .parquet "
                                   "file (optionally .gz or .zst) in it")  # fmt: skip
@@ -157,7 +182,12 @@ def expand_inputs(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
             if not matches:
                 raise CorpusError(f"{spec}: no file matches this pattern")
             for match in matches:
-                paths += expand_inputs([match]) if Path(match).is_dir() else [match]
+                if _excluded(Path(match), exclude):
+                    continue
+                paths += (expand_inputs([match], exclude=exclude) if Path(match).is_dir()
+                          else [match])  # fmt: skip
+            if not paths:
+                raise CorpusError(f"{spec}: matches only this command's own output")
         else:
             paths.append(spec)  # a missing or unreadable file is reported when read
     return paths
@@ -180,18 +210,81 @@ class Segment:
     """The input bytes this segment stands for (for progress and planning)."""
 
 
-def input_size(path: str) -> int:
-    """The size of an input in bytes (of its Arrow files for a HF dataset); CorpusError if not."""
-    p = Path(path)
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+               stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}  # fmt: skip
+
+
+def _regular_stat(path: str | os.PathLike[str]) -> os.stat_result:
+    """``os.stat(path)`` of a regular file; CorpusError (one line) for anything else.
+
+    Checked before the file is opened: opening a FIFO would wait for a writer forever.
+    """
     try:
-        if p.is_dir():
-            if (p / "state.json").is_file():
-                return sum(p.joinpath(f).stat().st_size for f in _hf_files(p))
-            raise IsADirectoryError(21, "Is a directory")
-        with open(p, "rb") as f:
-            return os.fstat(f.fileno()).st_size
+        st = os.stat(path)
     except OSError as e:
         raise CorpusError(describe_os_error(path, e)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CorpusError(describe_os_error(path, IsADirectoryError(21, "Is a directory")))
+    if not stat.S_ISREG(st.st_mode):
+        what = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise CorpusError(f"{path}: {what}, not a regular file; inputs must be regular files")
+    return st
+
+
+def _input_files(path: str) -> list[str]:
+    """The files that make up an input: itself, or a HF dataset's ``state.json`` and Arrow files."""
+    p = Path(path)
+    if p.is_dir() and (p / "state.json").is_file():
+        return [str(p / "state.json"), *(str(p / f) for f in _hf_files(p))]
+    return [path]
+
+
+def input_size(path: str) -> int:
+    """The size of an input in bytes (of its Arrow files for a HF dataset); CorpusError if not.
+
+    Only regular files are inputs: a FIFO, socket or device is refused before it is opened.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / "state.json").is_file():
+        return sum(_regular_stat(p / f).st_size for f in _hf_files(p))
+    size = _regular_stat(path).st_size
+    try:
+        with open(p, "rb"):  # readable: fail before any output is made
+            pass
+    except OSError as e:
+        raise CorpusError(describe_os_error(path, e)) from None
+    return size
+
+
+def input_identity(path: str, *, sha256: bool = False) -> dict:
+    """``{"path", "bytes", "mtime_ns"}`` of an input (and ``"sha256"`` of its bytes if asked).
+
+    For a HF dataset: the bytes of its Arrow files and the latest ``mtime_ns`` of them
+    and ``state.json``; its ``sha256`` hashes each file's digest in order. A file edited
+    in place keeps its size but gets a new ``mtime_ns`` (unless the editor restores it);
+    ``sha256`` sees any change of content.
+    """
+    files = _input_files(path)
+    stats = [_regular_stat(f) for f in files]
+    identity: dict = {
+        "path": path,
+        "bytes": input_size(path),
+        "mtime_ns": max(st.st_mtime_ns for st in stats),
+    }
+    if sha256:
+        digests = []
+        for f in files:
+            digest = hashlib.sha256()
+            try:
+                with open(f, "rb") as fh:
+                    while block := fh.read(8 << 20):
+                        digest.update(block)
+            except OSError as e:
+                raise CorpusError(describe_os_error(f, e)) from None
+            digests.append(digest.hexdigest())
+        identity["sha256"] = (digests[0] if len(digests) == 1 else
+                              hashlib.sha256("".join(digests).encode()).hexdigest())  # fmt: skip
+    return identity
 
 
 def _line_starts(path: str, size: int, target: int) -> list[int]:
@@ -238,7 +331,7 @@ def plan_segments(paths: Sequence[str], *, target_bytes: int = 64 << 20) -> list
                     segments.append(Segment(path, kind, None, 0, 0, size))
             elif kind == "hf":
                 for i, name in enumerate(_hf_files(Path(path))):
-                    n = Path(path, name).stat().st_size
+                    n = _regular_stat(Path(path, name)).st_size
                     segments.append(Segment(path, kind, None, i, i + 1, n))
             else:
                 segments.append(Segment(path, kind, compression, 0, None, size))
@@ -411,6 +504,8 @@ def _jsonl_documents(seg: Segment, field: str, progress: Progress) -> Iterator[s
                         value = json.loads(line)
                     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
                         raise CorpusError(f"{where()}: not valid JSON ({e})") from None
+                    except RecursionError:
+                        raise CorpusError(f"{where()}: JSON nested too deeply to read") from None
                     yield _document(value, field, where)
                 lines_done += 1
         if carry.strip():
@@ -418,6 +513,8 @@ def _jsonl_documents(seg: Segment, field: str, progress: Progress) -> Iterator[s
                 value = json.loads(carry)
             except ValueError as e:
                 raise CorpusError(f"{where()}: not valid JSON ({e})") from None
+            except RecursionError:
+                raise CorpusError(f"{where()}: JSON nested too deeply to read") from None
             yield _document(value, field, where)
 
     yield from _decompress_errors(seg, lambda: f"line {lines_done}", documents)
@@ -466,8 +563,9 @@ def _string_column(schema, field: str, path: str) -> int:
         raise CorpusError(f"{path}: no column {field!r} (columns: {names}); "
                           "choose one with --field")  # fmt: skip
     kind = schema.field(index).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
-            or pa.types.is_string_view(kind)):  # fmt: skip
+    values = kind.value_type if pa.types.is_dictionary(kind) else kind  # dictionary-encoded
+    if not (pa.types.is_string(values) or pa.types.is_large_string(values)
+            or pa.types.is_string_view(values)):  # fmt: skip
         raise CorpusError(f"{path}: column {field!r} holds {kind}, not strings")
     return index
 
@@ -507,12 +605,23 @@ def _parquet_documents(seg: Segment, field: str, progress: Progress) -> Iterator
 
 
 def _hf_files(folder: Path) -> list[str]:
+    """The data files that ``state.json`` names, each checked to lie inside ``folder``.
+
+    A name that leaves the folder (absolute, ``..``, a symlink pointing out) is refused
+    before anything is opened: a saved dataset is read from its own folder only.
+    """
     try:
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        return [entry["filename"] for entry in state["_data_files"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        names = [entry["filename"] for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else e
         raise CorpusError(f"{folder}: not a dataset saved with save_to_disk "
-                          f"(state.json: {e})") from None  # fmt: skip
+                          f"(state.json: {reason})") from None  # fmt: skip
+    for name in names:
+        if not isinstance(name, str) or not name or not resolves_inside(folder, name):
+            raise CorpusError(f"{folder / 'state.json'}: data file {name!r} is not inside the "
+                              "dataset folder; refused")  # fmt: skip
+    return names
 
 
 def _hf_documents(seg: Segment, field: str, progress: Progress) -> Iterator[str]:

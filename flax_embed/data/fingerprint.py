@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FULL_HASH_MAX_TOKENS", "dataset_fingerprint"]
+__all__ = ["FULL_HASH_MAX_TOKENS", "dataset_fingerprint", "token_digest"]
 
 FULL_HASH_MAX_TOKENS = 1 << 24
 """Token arrays up to this many tokens (16 Mi, 64 MB as int32) are hashed in full."""
@@ -21,7 +21,7 @@ _SAMPLE_BLOCKS = 64
 _SAMPLE_BLOCK_TOKENS = 4096
 
 
-def _token_digest(tokens_N: np.ndarray) -> str:
+def token_digest(tokens_N: np.ndarray) -> str:
     """Hashes the token values (as little-endian int64, so the file dtype does not matter).
 
     Up to ``FULL_HASH_MAX_TOKENS`` tokens every token is hashed. Longer arrays,
@@ -63,7 +63,7 @@ def dataset_fingerprint(dataset: Any) -> str:
     h = hashlib.blake2b(digest_size=8)
     if all(hasattr(dataset, a) for a in ("token_ids", "max_length", "stride")):
         h.update(f"windows:{len(dataset)}:{dataset.max_length}:{dataset.stride}:".encode())
-        h.update(_token_digest(dataset.token_ids).encode())
+        h.update(token_digest(dataset.token_ids).encode())
         release = getattr(dataset, "release_pages", None)
         if callable(release):  # a memory-mapped token file: hand the pages read back
             release()

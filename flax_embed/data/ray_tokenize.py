@@ -23,16 +23,48 @@ shared filesystem) and have flax-embed installed::
 
 ``ray`` is imported here only, and only when a ``RayRunner`` is made (optional
 ``ray`` extra: ``pip install 'flax-embed[ray]'``).
+
+An ``address`` is checked before Ray is asked to connect: it must be ``auto``,
+``HOST:PORT`` or ``ray://HOST:PORT``, and its port must accept a TCP connection
+within ``CONNECT_TIMEOUT`` seconds (Ray itself would retry a closed port for minutes).
+Any failure is a ``RayConnectError`` whose one line names the address, and whatever
+Ray started in this process is shut down.
 """
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import Iterator, Sequence
 
 from flax_embed.data.corpus import CorpusError
 from flax_embed.data.shards import ShardJob, UnitJob, run_shard, run_unit
 
-__all__ = ["RayRunner"]
+__all__ = ["CONNECT_TIMEOUT", "RayConnectError", "RayRunner", "check_address"]
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds to wait for a cluster's port to accept a connection."""
+_ADDRESS = re.compile(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})")
+
+
+class RayConnectError(RuntimeError):
+    """A Ray cluster cannot be reached; the message is one line naming the address."""
+
+
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Raises RayConnectError unless ``address`` is ``auto`` or a reachable ``[ray://]HOST:PORT``."""
+    if address == "auto":
+        return
+    m = _ADDRESS.fullmatch(address)
+    if not m or not 0 < int(m.group(3)) < 65536:
+        raise RayConnectError(f"{address!r}: not a Ray address (HOST:PORT, ray://HOST:PORT "
+                              "or auto)")  # fmt: skip
+    host, port = m.group(2).strip("[]"), int(m.group(3))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise RayConnectError(f"{address}: no Ray cluster answers there ({reason})") from None
 
 
 def _import_ray():
@@ -74,9 +106,18 @@ class RayRunner:
         self._owned = False
         if not ray.is_initialized():
             if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+                check_address(address)
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            except Exception as e:  # ConnectionError, RuntimeError, ValueError, ...
+                if ray.is_initialized():
+                    ray.shutdown()
+                where = address or "a local Ray instance"
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise RayConnectError(f"{where}: cannot start or join Ray ({reason})") from None
             self._owned = True
         self.task_options = {"num_cpus": 1, "max_retries": max_retries,
                              "retry_exceptions": [OSError]}  # fmt: skip

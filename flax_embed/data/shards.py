@@ -18,7 +18,19 @@ How a job runs (the same steps on one machine and on Ray, ``ray_tokenize.py``):
    by 50256 (units with no document contribute nothing).
 3. **Cut shards.** From the unit token counts, shard ``k``'s span of the global stream
    is known exactly; it is copied from the part files into ``tokens-0000k.bin``.
-4. **Publish.** The manifest is written last, atomically, and ``.work`` is deleted.
+4. **Publish.** The new shards are built in ``.work``; only when all are complete is
+   the new manifest recorded there (``commit.json``), the shards renamed into ``OUT``,
+   the old job's shards that the new one does not have deleted, the manifest written
+   atomically, and ``.work`` deleted. A run that fails before the commit leaves a
+   finished output as it was; one killed during the swap is finished by the next run.
+
+The folder is the job's: a lock (``.flax-embed.lock``, ``fcntl.flock``) keeps a second
+writer out, and a folder whose ``manifest.json`` or ``.work`` was not written by this
+code, or that holds files named like shards that no manifest of ours lists, is refused
+(``OutputError``): only files the job wrote are ever replaced or deleted. The manifest
+records a job id and each input's identity (path, bytes, ``mtime_ns``, and with
+``verify_inputs=True`` its sha256): a rerun over a finished folder returns it only if
+the inputs and options are the same and every shard still verifies, else it redoes the job.
 
 So the shards depend only on the ids and ``N``, never on who ran which unit: a Ray
 run and a local run give the same bytes, shard for shard. Every file is written
@@ -32,20 +44,22 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import operator
 import os
 import re
-import shutil
+import socket
 import sys
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from flax_embed._io import atomic_open, describe_os_error
+from flax_embed._io import TEMP_MARK, atomic_open, describe_os_error, resolves_inside
 from flax_embed._validation import check_positive_int
 from flax_embed.data.corpus import (
     DEFAULT_FIELD,
@@ -54,9 +68,10 @@ from flax_embed.data.corpus import (
     Segment,
     corpus_pieces,
     expand_inputs,
-    input_size,
+    input_identity,
     plan_segments,
 )
+from flax_embed.data.fingerprint import token_digest
 from flax_embed.data.parallel_tokenize import default_workers, iter_encode_parallel
 from flax_embed.data.token_files import (
     TokenFileError,
@@ -71,8 +86,10 @@ __all__ = [
     "DEFAULT_SHARD_TOKENS",
     "MANIFEST",
     "MANIFEST_FORMAT",
+    "OutputError",
     "ShardedTokenDataset",
     "file_sha256",
+    "output_paths",
     "read_manifest",
     "shard_name",
     "tokenize_corpus",
@@ -88,8 +105,18 @@ DEFAULT_SHARD_TOKENS = 100_000_000
 DEFAULT_SEGMENT_BYTES = 64 << 20
 """Input bytes per unit of work (JSONL byte ranges, Parquet row groups)."""
 WORK_DIR = ".work"
+WORK_FORMAT = "flax-embed tokenize work"
+LOCK = ".flax-embed.lock"
+"""The lock file of a folder being written (``fcntl.flock``; it holds the writer's pid and host)."""
 _COPY_TOKENS = 1 << 22
-_SHARD_NAME = re.compile(r"tokens-(\d{5,})\.bin")
+_SHARD_FILE = re.compile(r"tokens-\d{5,}\.bin(\.json)?")
+_WORK_FILE = re.compile(
+    r"(plan|commit)\.json|(part|tokens|shard)-\d{5,}\.(bin|bin\.json|done\.json)"
+)
+
+
+class OutputError(ValueError):
+    """The output folder cannot be used (not this command's, or in use); one line naming it."""
 
 
 def shard_name(index: int) -> str:
@@ -237,15 +264,19 @@ def _atomic_json(path: Path, value) -> None:
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
 def read_manifest(path: str | os.PathLike[str]) -> tuple[dict, Path]:
     """``(manifest, folder)`` from ``manifest.json`` or the folder holding it, checked.
 
+    Each shard must be named once, by a plain file name that resolves (symlinks
+    included) inside the manifest's folder, and ``tokens`` must be the sum of the
+    shards' token counts.
+
     Raises:
-      TokenFileError: not a manifest, or one with missing or ill-typed fields.
+      TokenFileError: not a manifest, or one with missing, ill-typed or inconsistent fields.
     """
     path = Path(path)
     if path.is_dir():
@@ -258,45 +289,101 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict, Path]:
         raise TokenFileError(describe_os_error(path, e)) from None
     except ValueError as e:
         raise TokenFileError(f"{path}: not a JSON manifest ({e})") from None
+    except RecursionError:
+        raise TokenFileError(f"{path}: not a token-shard manifest (JSON nested too deeply)") \
+            from None  # fmt: skip
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise TokenFileError(f"{path}: not a token-shard manifest (no format {MANIFEST_FORMAT!r})")
     shards = manifest.get("shards")
     ok = isinstance(shards, list) and all(
         isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("sha256"), str)
-        and isinstance(s.get("tokens"), int) and not isinstance(s.get("tokens"), bool)
-        and Path(s["name"]).name == s["name"]
+        and _is_count(s.get("tokens")) and Path(s["name"]).name == s["name"]
+        and s["name"] not in ("", ".", "..")
         for s in shards
     )  # fmt: skip
-    if not ok or not isinstance(manifest.get("vocab_size"), int):
+    if not ok or not isinstance(shards, list) or not _is_count(manifest.get("vocab_size")):
         raise TokenFileError(f"{path}: a malformed manifest (shards or vocab_size)")
-    return manifest, path.parent
+    folder = path.parent
+    seen: set[str] = set()
+    for entry in shards:
+        if entry["name"] in seen:
+            raise TokenFileError(f"{path}: lists the shard {entry['name']} twice")
+        seen.add(entry["name"])
+        if not resolves_inside(folder, entry["name"]):
+            raise TokenFileError(f"{folder / entry['name']}: resolves outside the manifest's "
+                                 f"folder {folder} (a symlink?); refused")  # fmt: skip
+    total = sum(entry["tokens"] for entry in shards)
+    if manifest.get("tokens") != total:
+        raise TokenFileError(f"{path}: 'tokens' is {manifest.get('tokens')!r}, but its shards "
+                             f"hold {total} tokens in all")  # fmt: skip
+    return manifest, folder
 
 
-def verify_shard(folder: Path, entry: dict, *, checksum: bool = True) -> None:
-    """Raises TokenFileError naming the shard if its size or checksum disagrees with ``entry``."""
-    path = folder / entry["name"]
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _digests(path: Path) -> tuple[str, int]:
+    """``("sha256:<hex>", crc32)`` of a file's bytes, in one pass."""
+    digest, crc = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+            crc = zlib.crc32(block, crc)
+    return "sha256:" + digest.hexdigest(), crc
+
+
+def _check_pair(path: Path, tokens: int, sha256: str | None) -> None:
+    """Checks a ``.bin`` shard or part and its sidecar: complete, ``tokens`` ids, its digests.
+
+    Raises TokenFileError naming the file. With ``sha256=None`` only the sizes are checked.
+    """
     meta = _read_json(sidecar_path(path))
     if not path.is_file() or not isinstance(meta, dict):
         raise TokenFileError(f"{path}: shard missing (or its sidecar), listed in the manifest")
-    itemsize = np.dtype(meta.get("dtype", "uint16")).itemsize
+    if meta.get("complete", True) is not True:
+        raise TokenFileError(f"{path}: half-written (its sidecar is marked incomplete)")
+    try:
+        itemsize = np.dtype(meta.get("dtype", "uint16")).itemsize
+    except TypeError:
+        raise TokenFileError(f"{sidecar_path(path)}: an unknown dtype") from None
     size = path.stat().st_size
-    if meta.get("count") != entry["tokens"] or size != entry["tokens"] * itemsize:
+    if meta.get("count") != tokens or size != tokens * itemsize or meta.get("bytes", size) != size:
         raise TokenFileError(
             f"{path}: size disagrees with the manifest: {size} bytes, sidecar count "
-            f"{meta.get('count')}, manifest {entry['tokens']} tokens"
+            f"{meta.get('count')}, manifest {tokens} tokens"
         )
-    if checksum and file_sha256(path) != entry["sha256"]:
+    if sha256 is None:
+        return
+    digest, crc = _digests(path)
+    if digest != sha256:
         raise TokenFileError(f"{path}: checksum disagrees with the manifest (a corrupt or "
                              "replaced shard)")  # fmt: skip
+    if meta.get("crc32", crc) != crc:
+        raise TokenFileError(f"{path}: its sidecar's crc32 disagrees with the data (an edited "
+                             "sidecar, or a pair put together from two files)")  # fmt: skip
+
+
+def verify_shard(folder: Path, entry: dict, *, checksum: bool = True) -> None:
+    """Raises TokenFileError naming the shard if it or its sidecar disagrees with ``entry``.
+
+    Always checks the sizes and that the sidecar is complete; with ``checksum``, also
+    the sha256 against ``entry`` and the CRC-32 against the sidecar (one read).
+    """
+    try:
+        _check_pair(folder / entry["name"], entry["tokens"], entry["sha256"] if checksum else None)
+    except OSError as e:
+        raise TokenFileError(describe_os_error(folder / entry["name"], e)) from None
 
 
 def _valid(path: Path, record: dict | None) -> bool:
-    """Whether ``path`` exists with the sha256 that ``record`` (a work record) gives."""
-    if not isinstance(record, dict) or not path.is_file():
+    """Whether the token file ``path`` and its sidecar are whole and match ``record``."""
+    if not isinstance(record, dict) or not _is_count(record.get("tokens")):
         return False
     try:
-        return file_sha256(path) == record.get("sha256")
-    except OSError:
+        _check_pair(path, record["tokens"], record.get("sha256"))
+        return isinstance(record.get("sha256"), str)
+    except (OSError, TokenFileError):
         return False
 
 
@@ -305,6 +392,141 @@ def _progress_bar(total: int, unit: str, enabled: bool):
 
     return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc="tokenize",
                 file=sys.stderr, disable=not enabled)  # fmt: skip
+
+
+# --- the output folder: lock and ownership ------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Holds ``out/.flax-embed.lock`` (``flock``); OutputError naming the holder if taken."""
+    import fcntl
+
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise OutputError(f"{out}: in use by another flax-embed tokenize "
+                              f"({holder or 'starting'}; lock {path})") from None  # fmt: skip
+        try:  # the file we locked may have been removed by its last holder meanwhile
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still held: a waiting writer re-checks the inode
+        os.close(fd)
+
+
+def output_paths(out: str | os.PathLike[str]) -> list[Path]:
+    """The paths in ``out`` a sharded job writes: never read as its inputs.
+
+    ``manifest.json``, ``.work``, the lock and the files named like shards or their
+    sidecars; other files in ``out`` may be inputs.
+    """
+    out = Path(out)
+    shards = sorted(p for p in out.iterdir() if _SHARD_FILE.fullmatch(p.name)) if (
+        out.is_dir()) else []  # fmt: skip
+    return [out / MANIFEST, out / WORK_DIR, out / LOCK, *shards]
+
+
+def _foreign(path: Path, what: str) -> OutputError:
+    return OutputError(f"{path}: {what}, not written by flax-embed tokenize; move it away or "
+                       "choose another output folder (files the command did not write are "
+                       "never replaced or deleted)")  # fmt: skip
+
+
+def _owned_manifest(out: Path) -> dict | None:
+    """The finished job's manifest in ``out`` (None if none); OutputError if not ours."""
+    path = out / MANIFEST
+    if not path.exists() and not path.is_symlink():
+        return None
+    manifest = _read_json(path)
+    if not (isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
+            and isinstance(manifest.get("job"), str)):  # fmt: skip
+        raise _foreign(path, "a manifest without this command's job id")
+    try:
+        read_manifest(path)
+    except TokenFileError as e:
+        raise _foreign(path, f"a manifest that does not check ({e})") from None
+    return manifest
+
+
+def _owned_work(work: Path) -> dict | None:
+    """The plan in ``.work`` (None if no ``.work`` or an empty one); OutputError if not ours."""
+    if not work.exists() and not work.is_symlink():
+        return None
+    if work.is_dir() and not work.is_symlink():
+        names = [p.name for p in work.iterdir()]
+        if not names:
+            return None
+        plan = _read_json(work / "plan.json")
+        if (isinstance(plan, dict) and plan.get("format") == WORK_FORMAT
+                and isinstance(plan.get("job"), str)):  # fmt: skip
+            return plan
+    raise _foreign(work, "a work folder without this command's plan")
+
+
+def _clear_work(work: Path) -> None:
+    """Deletes the files of ``.work`` that the command writes, then ``.work`` if empty."""
+    if not work.is_dir():
+        return
+    for p in work.iterdir():
+        if _WORK_FILE.fullmatch(p.name) or (TEMP_MARK in p.name and p.name.startswith(".")):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    with contextlib.suppress(OSError):
+        work.rmdir()  # kept if it holds anything else
+
+
+def _check_shard_names(out: Path, owned: set[str]) -> None:
+    """OutputError for a file named like a shard (or its sidecar) that ``owned`` lacks."""
+    for p in sorted(out.iterdir()):
+        if _SHARD_FILE.fullmatch(p.name) and p.name.removesuffix(".json") not in owned:
+            raise _foreign(p, "a file named like a shard that no manifest of this command lists")
+
+
+def _publish(out: Path, work: Path, commit: dict) -> dict:
+    """Swaps the committed new shards into ``out`` and writes the manifest (idempotent)."""
+    manifest = commit["manifest"]
+    (out / MANIFEST).unlink(missing_ok=True)  # from here on, nothing looks complete
+    for entry in manifest["shards"]:
+        for name in (entry["name"], entry["name"] + ".json"):
+            if (work / name).exists():
+                os.replace(work / name, out / name)
+    for name in commit["remove"]:
+        for n in (name, name + ".json"):
+            (out / n).unlink(missing_ok=True)
+    for entry in manifest["shards"]:
+        verify_shard(out, entry, checksum=False)
+    _atomic_json(out / MANIFEST, manifest)
+    _clear_work(work)
+    return manifest
+
+
+def _same_inputs(old: object, new: list[dict]) -> bool:
+    """Whether the recorded inputs ``old`` are ``new``: path, bytes, mtime_ns (sha256 if given)."""
+    if not isinstance(old, list) or len(old) != len(new):
+        return False
+    keys = ("path", "bytes", "mtime_ns")
+    return all(
+        isinstance(o, dict) and all(o.get(k) == n[k] for k in keys)
+        and ("sha256" not in n or o.get("sha256") == n["sha256"])
+        for o, n in zip(old, new, strict=True)
+    )  # fmt: skip
 
 
 def tokenize_corpus(
@@ -318,11 +540,13 @@ def tokenize_corpus(
     runner: Runner | None = None,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     progress: bool = False,
+    verify_inputs: bool = False,
 ) -> dict:
     """Tokenizes a corpus into ``out_dir/tokens-XXXXX.bin`` shards and ``manifest.json``.
 
     Args:
-      inputs: files, folders or globs (see ``corpus.expand_inputs``).
+      inputs: files, folders or globs (see ``corpus.expand_inputs``); anything under
+        ``out_dir`` is skipped.
       out_dir: the output folder (created if needed).
       shard_tokens: tokens per shard (the last one may hold fewer).
       field: the JSON / Parquet / Arrow field that holds each document's text.
@@ -331,70 +555,115 @@ def tokenize_corpus(
       runner: ``LocalRunner(workers)`` by default, or ``ray_tokenize.RayRunner(...)``.
       segment_bytes: input bytes per unit of work.
       progress: show a tqdm bar on stderr (bytes locally, units and shards on Ray).
+      verify_inputs: record each input's sha256 and compare it on reruns (reads the
+        inputs once more); else inputs are identified by path, size and ``mtime_ns``.
 
     Returns:
       The manifest (also written to ``out_dir/manifest.json``).
 
     Raises:
-      CorpusError: a missing or malformed input (then neither a manifest nor a shard
-        nor ``.work`` is left behind).
+      CorpusError: a missing or malformed input (then no shard or ``.work`` of this
+        run is left behind, and a finished output in ``out_dir`` is kept as it was).
+      OutputError: ``out_dir`` holds a ``manifest.json``, ``.work`` or shard-named file
+        this command did not write, or another run holds its lock.
       OSError: the output cannot be written (``.work`` is kept: re-run to resume).
     """
     shard_tokens = check_positive_int("shard_tokens", shard_tokens)
     segment_bytes = check_positive_int("segment_bytes", segment_bytes)
     runner = LocalRunner(workers) if runner is None else runner
-    unit_workers = getattr(runner, "workers", 1)
     out = Path(out_dir)
-    paths = expand_inputs(inputs)
-    sizes = [input_size(p) for p in paths]
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder (shards go to a folder)")
+    paths = expand_inputs(inputs, exclude=output_paths(out))
+    identities = [input_identity(p, sha256=verify_inputs) for p in paths]
     segments = plan_segments(paths, target_bytes=segment_bytes)
     units = [(s,) for s in segments] if eot else [tuple(segments)]
     vocab = GPT2_VOCAB_SIZE
     meta = {
         "format": MANIFEST_FORMAT,
-        "version": 1,
+        "version": 2,
         "dtype": token_dtype(vocab).name,
         "vocab_size": vocab,
         "shard_tokens": shard_tokens,
         "field": field,
         "eot": eot,
-        "inputs": [{"path": p, "bytes": n} for p, n in zip(paths, sizes, strict=True)],
     }
+    plan = {"format": WORK_FORMAT, "meta": meta, "inputs": identities,
+            "segment_bytes": segment_bytes,
+            "units": [[dataclasses.asdict(s) for s in u] for u in units]}  # fmt: skip
+    plan = json.loads(json.dumps(plan))
+    # The job: what the output depends on (options and inputs, not how the work is cut).
+    job = json.dumps([meta, identities], sort_keys=True).encode()
+    plan["job"] = hashlib.sha256(job).hexdigest()[:16]
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / MANIFEST
-    old = _read_json(manifest_path)
-    if isinstance(old, dict) and {k: old.get(k) for k in meta} == meta:
+    try:
+        with _locked(out):
+            return _tokenize_locked(runner, out, plan, units, sum(i["bytes"] for i in identities),
+                                    progress)  # fmt: skip
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if empty: a failed first run leaves no folder
+
+
+def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
+                     progress: bool) -> dict:  # fmt: skip
+    work = out / WORK_DIR
+    old = _owned_manifest(out)
+    old_plan = _owned_work(work)
+    commit = _read_json(work / "commit.json") if old_plan else None
+    owned = {e["name"] for e in (old or {}).get("shards", [])}
+    if isinstance(commit, dict):
+        owned |= {e["name"] for e in commit["manifest"]["shards"]} | set(commit["remove"])
+    _check_shard_names(out, owned)
+    if isinstance(commit, dict):  # a swap was interrupted: finish it first
+        try:
+            old = _publish(out, work, commit)
+        except TokenFileError:  # its shards are gone: this run writes them again
+            _clear_work(work)
+            old = None
+        old_plan = None
+    meta = plan["meta"]
+    if (
+        old is not None
+        and {k: old.get(k) for k in meta} == meta
+        and old.get("job") == plan["job"]
+        and _same_inputs(old.get("inputs"), plan["inputs"])
+    ):
         try:
             for entry in old["shards"]:
                 verify_shard(out, entry)
+            _clear_work(work)
             return old  # already complete and valid
-        except (TokenFileError, OSError, KeyError, TypeError):
-            pass
-    manifest_path.unlink(missing_ok=True)  # from here on, nothing looks complete
-    work = out / WORK_DIR
-    mtimes = [os.stat(p).st_mtime_ns for p in paths]
-    plan = {"meta": meta, "mtimes": mtimes, "segment_bytes": segment_bytes,
-            "units": [[dataclasses.asdict(s) for s in u] for u in units]}  # fmt: skip
-    if _read_json(work / "plan.json") != json.loads(json.dumps(plan)):
-        shutil.rmtree(work, ignore_errors=True)
+        except TokenFileError:
+            pass  # redo the job: the new shards replace the damaged ones
+    if old_plan != plan:
+        _clear_work(work)
+        if work.exists():  # something else was put in our .work
+            raise _foreign(work, "a work folder holding files")
         work.mkdir()
         _atomic_json(work / "plan.json", plan)
     try:
-        manifest = _run(runner, out, work, units, meta, shard_tokens, field, eot, unit_workers,
-                        sum(sizes), progress)  # fmt: skip
+        manifest = _run(runner, work, units, plan, total_bytes, progress)
+        now = [input_identity(i["path"]) for i in plan["inputs"]]  # size and mtime only
+        for before, after in zip(plan["inputs"], now, strict=True):
+            if not _same_inputs([before], [after]):
+                raise CorpusError(f"{before['path']}: changed while it was being tokenized; "
+                                  "run the command again")  # fmt: skip
     except CorpusError:
-        shutil.rmtree(work, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only if empty
+        _clear_work(work)
         raise
-    shutil.rmtree(work, ignore_errors=True)
-    return manifest
+    names = {e["name"] for e in manifest["shards"]}
+    commit = {"manifest": manifest, "remove": sorted(owned - names)}
+    _atomic_json(work / "commit.json", commit)
+    return _publish(out, work, commit)
 
 
-def _run(runner, out, work, units, meta, shard_tokens, field, eot, unit_workers, total_bytes,
-         progress) -> dict:  # fmt: skip
+def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool) -> dict:
+    meta = plan["meta"]
+    shard_tokens, field, eot = meta["shard_tokens"], meta["field"], meta["eot"]
+    unit_workers = getattr(runner, "workers", 1)
     parts = [str(work / f"part-{i:05d}.bin") for i in range(len(units))]
     results: list[dict | None] = [None] * len(units)
     todo = []
@@ -425,26 +694,21 @@ def _run(runner, out, work, units, meta, shard_tokens, field, eot, unit_workers,
         record = _read_json(work / f"shard-{k:05d}.done.json")
         if (
             isinstance(record, dict)
-            and _valid(out / names[k], record)
+            and _valid(work / names[k], record)
             and record.get("tokens") == sum(b - a for _, a, b in shard_spans)
         ):
             shards[k] = record
         else:
-            todo_shards.append((k, ShardJob(str(out / names[k]), shard_spans)))
+            todo_shards.append((k, ShardJob(str(work / names[k]), shard_spans)))
     with _progress_bar(len(todo_shards), "shard", progress and not by_bytes) as bar:
         for k, result in runner.run_shards(todo_shards, bar):
             _atomic_json(work / f"shard-{k:05d}.done.json", result)
             shards[k] = result
             bar.update(1)
-    for stale in out.iterdir():  # shards of an earlier, longer run
-        m = _SHARD_NAME.fullmatch(stale.name.removesuffix(".json"))
-        if m and int(m.group(1)) >= len(spans):
-            stale.unlink(missing_ok=True)
     written = [s for s in shards if s is not None]
     assert len(written) == len(shards), "a runner skipped a shard"
-    manifest = {**meta, "tokens": sum(s["tokens"] for s in written), "shards": written}
-    _atomic_json(out / MANIFEST, manifest)
-    return manifest
+    return {**meta, "job": plan["job"], "inputs": plan["inputs"],
+            "tokens": sum(s["tokens"] for s in written), "shards": written}  # fmt: skip
 
 
 # --- reading shards back ------------------------------------------------------------------
@@ -472,6 +736,7 @@ class ShardedTokenDataset:
       vocab_size: as in ``read_token_file``, for each file.
       check_ids: as in ``read_token_file``, for each file.
       dtype: as in ``read_token_file``, for each file.
+      checksums: each file's sha256 (a manifest's), its identity for ``fingerprint``.
     """
 
     def __init__(
@@ -483,13 +748,17 @@ class ShardedTokenDataset:
         vocab_size: int | None = None,
         check_ids: bool = True,
         dtype: str | np.dtype | None = None,
+        checksums: Sequence[str] | None = None,
     ):
         self.max_length = check_positive_int("max_length", max_length)
         self.stride = check_positive_int("stride", stride)
         self.paths = [Path(p) for p in paths]
         self.vocab_size, self.dtype = vocab_size, dtype
+        self.checksums = None if checksums is None else list(checksums)
         if not self.paths:
             raise ValueError("paths must name at least one token file")
+        if self.checksums is not None and len(self.checksums) != len(self.paths):
+            raise ValueError(f"{len(self.checksums)} checksums for {len(self.paths)} files")
         kwargs = {} if dtype is None else {"dtype": dtype}
         self._fds: list[int] = []
         self._dtypes: list[np.dtype] = []
@@ -518,6 +787,32 @@ class ShardedTokenDataset:
     @property
     def num_tokens(self) -> int:
         return self._offsets[-1]
+
+    def fingerprint(self) -> str:
+        """What ``dataset_fingerprint`` gives: the window options and each file's content.
+
+        A file's content is identified by its sha256 from the manifest, else by the
+        CRC-32 its sidecar records, else by ``fingerprint.token_digest`` of its ids (all
+        of them up to 16 Mi tokens, else 64 spread blocks). So a state saved over one
+        corpus is refused over another of the same length, or with another
+        ``max_length`` or ``stride``.
+        """
+        h = hashlib.blake2b(digest_size=8)
+        h.update(f"files:{len(self)}:{self.max_length}:{self.stride}:{self.num_tokens}".encode())
+        for i, path in enumerate(self.paths):
+            count = self._offsets[i + 1] - self._offsets[i]
+            meta = _read_json(sidecar_path(path)) if path.suffix == ".bin" else None
+            if self.checksums is not None:
+                identity = self.checksums[i]
+            elif isinstance(meta, dict) and isinstance(meta.get("crc32"), int):
+                identity = f"crc32:{meta['crc32']}"
+            else:
+                kwargs = {} if self.dtype is None else {"dtype": self.dtype}
+                ids, _ = open_token_file(path, self.vocab_size, False, **kwargs)
+                identity = token_digest(ids)
+                del ids
+            h.update(f"{count}:{identity};".encode())
+        return h.hexdigest()
 
     def __len__(self) -> int:
         return self._len
@@ -588,7 +883,8 @@ class ShardedTokenDataset:
 
     def __getstate__(self) -> dict:
         return {"paths": self.paths, "max_length": self.max_length, "stride": self.stride,
-                "vocab_size": self.vocab_size, "dtype": self.dtype}  # fmt: skip
+                "vocab_size": self.vocab_size, "dtype": self.dtype,
+                "checksums": self.checksums}  # fmt: skip
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state, check_ids=False)  # checked when first opened
@@ -610,6 +906,7 @@ def open_shards(
     dtype: str | np.dtype | None = None,
 ) -> ShardedTokenDataset:
     """What ``SlidingWindowDataset.from_files`` does: see there."""
+    checksums = None
     if not isinstance(paths_or_manifest, (str, os.PathLike)):
         paths = list(paths_or_manifest)
     elif (target := Path(paths_or_manifest)).is_dir() or target.suffix == ".json":
@@ -617,6 +914,7 @@ def open_shards(
         for entry in manifest["shards"]:
             verify_shard(folder, entry, checksum=verify)
         paths = [folder / entry["name"] for entry in manifest["shards"]]
+        checksums = [entry["sha256"] for entry in manifest["shards"]]
         if not paths:
             raise ValueError(f"{target}: the manifest lists no shard (an empty corpus)")
         if vocab_size is None:
@@ -624,4 +922,4 @@ def open_shards(
     else:
         paths = [target]
     return ShardedTokenDataset(paths, max_length, stride, vocab_size=vocab_size,
-                               check_ids=check_ids, dtype=dtype)  # fmt: skip
+                               check_ids=check_ids, dtype=dtype, checksums=checksums)  # fmt: skip

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -271,3 +272,71 @@ def test_bad_shard_options(tmp_path, corpus, capsys, monkeypatch, extra, message
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, corpus[0], *extra)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+# --- the output folder is the command's own ------------------------------------------------
+
+
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
+def test_a_folder_not_ours_is_one_line_exit_2_and_kept(tmp_path, corpus, capsys):
+    out_dir = tmp_path / "o"
+    (out_dir / ".work").mkdir(parents=True)
+    (out_dir / ".work" / "important.txt").write_text("keep me")
+    code, stdout, err = run(capsys, *corpus, "-o", f"{out_dir}/")
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert "o/.work: a work folder without this command's plan, not written by" in err
+    assert (out_dir / ".work" / "important.txt").read_text() == "keep me"
+
+
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
+def test_a_locked_folder_is_one_line_exit_2_naming_the_holder(tmp_path, corpus, capsys):
+    from flax_embed.data import shards
+
+    out_dir = tmp_path / "o"
+    out_dir.mkdir()
+    with shards._locked(out_dir):
+        code, _, err = run(capsys, *corpus, "-o", f"{out_dir}/")
+    assert code == 2 and err.count("\n") == 1
+    assert f"o: in use by another flax-embed tokenize (pid {os.getpid()} on " in err
+
+
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
+@pytest.mark.parametrize("out", ["d5/out/", "d5/t.bin"])
+def test_an_output_inside_an_input_folder_is_not_read_back(tmp_path, capsys, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d5").mkdir()
+    (tmp_path / "d5" / "a.txt").write_text(DOCS[0])
+    outputs = []
+    for _ in range(2):
+        code, stdout, err = run(capsys, "d5", "-o", out)
+        assert code == 0, err
+        outputs.append(stdout)
+    assert outputs[0] == outputs[1] and outputs[0].endswith(" from 1 file\n")
+
+
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
+def test_a_fifo_input_is_one_line_exit_2(tmp_path, corpus, capsys):
+    os.mkfifo(tmp_path / "pipe.txt")
+    code, _, err = run(capsys, corpus[0], tmp_path / "pipe.txt", "-o", tmp_path / "t.npy")
+    assert code == 2 and err.count("\n") == 1 and "pipe.txt: a FIFO, not a regular file" in err
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:1", "127.0.0.1:1: no Ray cluster answers there (Connection refused)"),
+        ("ray://127.0.0.1:1", "ray://127.0.0.1:1: no Ray cluster answers there"),
+        ("garbage!!", "'garbage!!': not a Ray address (HOST:PORT, ray://HOST:PORT or auto)"),
+        ("10.0.0.1:99999", "'10.0.0.1:99999': not a Ray address"),
+    ],
+)
+def test_an_unreachable_ray_address_is_one_line_exit_2(tmp_path, corpus, capsys, address,
+                                                       message):  # fmt: skip
+    pytest.importorskip("ray")
+    import ray
+
+    if ray.is_initialized():  # another test's cluster: RayRunner would join it, not connect
+        pytest.skip("Ray is already initialized in this process")
+    code, _, err = run(capsys, corpus[0], "-o", f"{tmp_path / 'o'}/", "--ray-address", address)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not ray.is_initialized() and not (tmp_path / "o").exists()

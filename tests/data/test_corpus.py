@@ -181,6 +181,7 @@ GOOD = json.dumps({"text": "fine"})
         ('{"text": 42}', r"bad\.jsonl: line 4: field 'text' is not a string but int"),
         ('{"text": null}', r"line 4: field 'text' is not a string but NoneType"),
         ('["text"]', r"line 4: not a JSON object but list"),
+        ("[" * 100_000 + "]" * 100_000, r"bad\.jsonl: line 4: JSON nested too deeply"),
     ],
 )
 def test_bad_jsonl_lines(tmp_path, bad_line, message, target_bytes):
@@ -270,3 +271,84 @@ def test_not_utf8_names_the_byte(tmp_path, monkeypatch):
     (tmp_path / "l.txt").write_bytes(b"caf\xc3\xa9 caf\xe9 x")
     with pytest.raises(CorpusError, match=r"l\.txt: not UTF-8 text \(byte 9: invalid continuation"):
         ids_of([tmp_path / "l.txt"])
+
+
+# --- what is an input: inside the folder named, regular files only -----------------------
+
+
+def _saved_dataset(folder, names):
+    """A save_to_disk folder whose state.json names ``names`` (one real Arrow file first)."""
+    import pyarrow as pa
+
+    folder.mkdir()
+    table = pa.table({"text": DOCS[:3]})
+    with pa.OSFile(str(folder / "data-00000.arrow"), "wb") as sink, \
+            pa.ipc.new_stream(sink, table.schema) as w:  # fmt: skip
+        w.write_table(table)
+    state = {"_data_files": [{"filename": n} for n in ["data-00000.arrow", *names]]}
+    (folder / "state.json").write_text(json.dumps(state))
+    return folder
+
+
+@pytest.mark.parametrize("name", ["../outside.arrow", "{outside}", "sub/../../outside.arrow",
+                                  "link.arrow", "/etc/passwd"])  # fmt: skip
+def test_a_saved_dataset_reads_nothing_outside_its_folder(tmp_path, name):
+    import pyarrow as pa
+
+    outside = tmp_path / "outside.arrow"
+    table = pa.table({"text": ["a secret outside the dataset"]})
+    with pa.OSFile(str(outside), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    folder = _saved_dataset(tmp_path / "saved", [name.format(outside=outside)])
+    (folder / "link.arrow").symlink_to(outside)
+    with pytest.raises(CorpusError, match=r"saved/state\.json: data file .* is not inside the "
+                       r"dataset folder; refused$") as e:  # fmt: skip
+        ids_of([folder])
+    assert "bytes" not in str(e.value) and "size" not in str(e.value)
+
+
+def test_a_fifo_is_refused_at_once(tmp_path):
+    import os
+    import signal
+
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+
+    def hung(signum, frame):
+        raise TimeoutError("the FIFO was opened: waiting for a writer")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(CorpusError, match=r"pipe\.txt: a FIFO, not a regular file; inputs "
+                           "must be regular files$"):  # fmt: skip
+            ids_of([tmp_path])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_dictionary_encoded_parquet_string_column_is_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = DOCS * 3  # repeated values: what dictionary encoding is for
+    column = pa.array(docs).dictionary_encode()
+    pq.write_table(pa.table({"text": column}), tmp_path / "d.parquet", row_group_size=5,
+                   store_schema=True)  # fmt: skip
+    assert pa.types.is_dictionary(pq.read_schema(tmp_path / "d.parquet").field("text").type)
+    np.testing.assert_array_equal(ids_of([tmp_path / "d.parquet"]), reference(docs))
+
+
+def test_outputs_are_skipped_in_a_folder_and_refused_by_name(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", DOCS)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"format": "flax-embed token shards"}')
+    (out / "more.jsonl").write_text("")
+    assert expand_inputs([tmp_path], exclude=[out]) == [str(tmp_path / "a.jsonl")]
+    with pytest.raises(CorpusError, match=r"manifest\.json: is this command's output"):
+        expand_inputs([out / "manifest.json"], exclude=[out])
+    exclude = [out / "manifest.json"]  # an output file: what is beside it may be input
+    assert expand_inputs([tmp_path], exclude=exclude) == [str(tmp_path / "a.jsonl"),
+                                                          str(out / "more.jsonl")]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import pickle
 
 import numpy as np
@@ -146,6 +147,7 @@ def test_a_shard_that_disagrees_with_the_manifest_is_named(tmp_path, inputs):
     SlidingWindowDataset.from_files(out, 8, 8, verify=False, check_ids=False)  # size agrees
     manifest = json.loads((out / MANIFEST).read_text())
     manifest["shards"][2]["tokens"] += 1
+    manifest["tokens"] += 1  # the total agrees: the shard's size does not
     (out / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(TokenFileError, match=r"tokens-00002\.bin: size disagrees"):
         SlidingWindowDataset.from_files(out, 8, 8, verify=False)
@@ -278,10 +280,11 @@ def test_resume_after_an_interrupted_shard_stage(tmp_path, inputs, monkeypatch):
 
 
 @pytest.mark.parametrize("pre_existing", [False, True])
-def test_bad_input_leaves_nothing(tmp_path, inputs, pre_existing):
+@pytest.mark.parametrize("line", ['{"text": 1}', "[" * 100_000 + "]" * 100_000])
+def test_bad_input_leaves_nothing(tmp_path, inputs, pre_existing, line):
     paths, _ = inputs
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "ok"}\n{"text": 1}\n')
+    bad.write_text('{"text": "ok"}\n' + line + "\n")
     out = tmp_path / "o"
     if pre_existing:
         out.mkdir()
@@ -290,3 +293,264 @@ def test_bad_input_leaves_nothing(tmp_path, inputs, pre_existing):
     assert out.exists() == pre_existing
     if pre_existing:
         assert list(out.iterdir()) == []
+
+
+# --- the output folder is the job's: ownership, lock, identity of inputs ------------------
+
+
+FOREIGN = {
+    ".work/important.txt": "notes the user keeps",
+    "manifest.json": '{"format": "flax-embed token shards", "shards": []}',
+    "tokens-00099.bin": "not a shard of ours",
+}
+
+
+@pytest.mark.parametrize("foreign", sorted(FOREIGN))
+@pytest.mark.parametrize("bad_input", [False, True])
+def test_a_folder_with_files_not_ours_is_refused_and_kept(tmp_path, inputs, foreign, bad_input):
+    paths, _ = inputs
+    out = tmp_path / "o"
+    (out / foreign).parent.mkdir(parents=True)
+    (out / foreign).write_text(FOREIGN[foreign])
+    if bad_input:
+        (tmp_path / "bad.jsonl").write_text('{"text": 1}\n')
+        paths = [*paths, str(tmp_path / "bad.jsonl")]
+    with pytest.raises(shards_module.OutputError, match=rf"o/{foreign.split('/')[0]}: .*not "
+                       "written by flax-embed tokenize; move it away") as e:  # fmt: skip
+        tokenize_corpus(paths, out, shard_tokens=60)
+    assert "\n" not in str(e.value)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == sorted(
+        {foreign, foreign.split("/")[0]})  # fmt: skip
+    assert (out / foreign).read_text() == FOREIGN[foreign]
+
+
+def test_files_not_named_like_ours_are_left_alone(tmp_path, inputs):
+    paths, _ = inputs
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "README.md").write_text("mine")
+    first = tokenize_corpus(paths, out, shard_tokens=60)
+    tokenize_corpus(paths, out, shard_tokens=1000)  # a new job: the old shards go
+    assert (out / "README.md").read_text() == "mine"
+    assert len(first["shards"]) > 1 and not (out / "tokens-00001.bin").exists()
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path, inputs):
+    paths, _ = inputs
+    out = tmp_path / "o"
+    out.mkdir()
+    busy = rf"o: in use by another flax-embed tokenize \(pid {os.getpid()} on .*; lock .*\.lock\)$"
+    with shards_module._locked(out), pytest.raises(shards_module.OutputError, match=busy):
+        tokenize_corpus(paths, out, shard_tokens=60)  # _locked: what a running job holds
+    assert list(out.iterdir()) == []  # the lock file goes with its holder
+    tokenize_corpus(paths, out, shard_tokens=60)
+
+
+def _edit_in_place(path, old, new):
+    """Rewrites ``path`` at the same size, its mtime one second later (or restored)."""
+    data = path.read_bytes()
+    assert data.count(old) and len(old) == len(new)
+    st = path.stat()
+    path.write_bytes(data.replace(old, new))
+    return st
+
+
+@pytest.mark.parametrize("verify_inputs", [False, True])
+def test_an_input_edited_in_place_is_tokenized_again(tmp_path, inputs, verify_inputs):
+    paths, docs = inputs
+    out = tmp_path / "o"
+    tokenize_corpus(paths, out, shard_tokens=60, verify_inputs=verify_inputs)
+    st = _edit_in_place(tmp_path / "src" / "c.txt", b"text file", b"TEXT FILE")
+    if verify_inputs:  # the same size and mtime: only the sha256 sees it
+        os.utime(tmp_path / "src" / "c.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    else:
+        os.utime(tmp_path / "src" / "c.txt", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    manifest = tokenize_corpus(paths, out, shard_tokens=60, verify_inputs=verify_inputs)
+    docs = [*docs[:-1], "a TEXT FILE is one document "]
+    np.testing.assert_array_equal(np.concatenate(shard_ids(out, manifest)),
+                                  encode(ENDOFTEXT.join(docs)))  # fmt: skip
+
+
+def test_a_failed_rerun_keeps_the_finished_output(tmp_path, inputs):
+    paths, _ = inputs
+    out = tmp_path / "o"
+    manifest = tokenize_corpus(paths, out, shard_tokens=60)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": 1}\n')
+    with pytest.raises(CorpusError, match=r"bad\.jsonl: line 2"):
+        tokenize_corpus([*paths, str(bad)], out, shard_tokens=7)  # other shards too
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert len(SlidingWindowDataset.from_files(out, 4, 4)) == (manifest["tokens"] - 5) // 4 + 1
+
+
+def test_a_killed_swap_is_finished_by_the_next_run(tmp_path, inputs, monkeypatch):
+    paths, docs = inputs
+    out = tmp_path / "o"
+    tokenize_corpus(paths, out, shard_tokens=60)
+    real = os.replace
+    calls = []
+
+    def dies_on_the_third_rename(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(shards_module.os, "replace", dies_on_the_third_rename)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_corpus(paths, out, shard_tokens=25)
+    monkeypatch.setattr(shards_module.os, "replace", real)
+    manifest = tokenize_corpus(paths, out, shard_tokens=25)
+    assert manifest["shard_tokens"] == 25 and not (out / ".work").exists()
+    np.testing.assert_array_equal(np.concatenate(shard_ids(out, manifest)),
+                                  encode(ENDOFTEXT.join(docs)))  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [MANIFEST] + [n for s in manifest["shards"] for n in (s["name"], s["name"] + ".json")]
+    )
+
+
+def test_an_output_folder_inside_an_input_folder_is_not_read_back(tmp_path):
+    src = tmp_path / "d5"
+    src.mkdir()
+    write_jsonl(src / "a.jsonl", DOCS)
+    first = tokenize_corpus([src], src / "out", shard_tokens=40)
+    second = tokenize_corpus([src], src / "out", shard_tokens=40)
+    assert second == first and first["tokens"] == len(encode(ENDOFTEXT.join(DOCS)))
+
+
+def test_inputs_beside_the_output_in_its_folder_are_read(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", DOCS)  # tokenize a.jsonl -o ./ from its folder
+    first = tokenize_corpus([tmp_path / "a.jsonl"], tmp_path, shard_tokens=40)
+    assert tokenize_corpus([tmp_path], tmp_path, shard_tokens=40) == first  # shards not read
+
+
+def test_a_sidecar_edited_by_hand_is_repaired_by_a_rerun(tmp_path, inputs):
+    paths, _ = inputs
+    out = tmp_path / "o"
+    manifest = tokenize_corpus(paths, out, shard_tokens=60)
+    sidecar = sidecar_path(out / "tokens-00001.bin")
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "crc32": meta["crc32"] ^ 1}))
+    with pytest.raises(TokenFileError, match=r"tokens-00001\.bin: its sidecar's crc32"):
+        SlidingWindowDataset.from_files(out, 4, 4)
+    again = CountingRunner()
+    assert tokenize_corpus(paths, out, shard_tokens=60, runner=again) == manifest
+    assert again.shards  # redone, not reported as done
+    SlidingWindowDataset.from_files(out, 4, 4)
+
+
+@pytest.mark.parametrize("damage", ["no sidecar", "incomplete", "truncated"])
+def test_a_damaged_work_part_is_redone(tmp_path, inputs, damage):
+    paths, docs = inputs
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_corpus(paths, out, shard_tokens=60, segment_bytes=200,
+                        runner=CountingRunner(stop_after=2))  # fmt: skip
+    part = out / ".work" / "part-00001.bin"
+    if damage == "no sidecar":
+        sidecar_path(part).unlink()
+    elif damage == "incomplete":
+        meta = json.loads(sidecar_path(part).read_text())
+        sidecar_path(part).write_text(json.dumps({**meta, "complete": False}))
+    else:
+        part.write_bytes(part.read_bytes()[:-2])
+    again = CountingRunner()
+    manifest = tokenize_corpus(paths, out, shard_tokens=60, segment_bytes=200, runner=again)
+    assert 1 in again.units and 0 not in again.units
+    np.testing.assert_array_equal(np.concatenate(shard_ids(out, manifest)),
+                                  encode(ENDOFTEXT.join(docs)))  # fmt: skip
+
+
+# --- manifests are checked before anything is read ----------------------------------------
+
+
+def _edit_manifest(out, change):
+    manifest = json.loads((out / MANIFEST).read_text())
+    change(manifest)
+    (out / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_manifest_that_lists_a_shard_twice_is_refused(tmp_path, inputs):
+    out = tmp_path / "o"
+    tokenize_corpus(inputs[0], out, shard_tokens=60)
+    _edit_manifest(out, lambda m: m.update(shards=[m["shards"][0]] * 2,
+                                           tokens=2 * m["shards"][0]["tokens"]))  # fmt: skip
+    with pytest.raises(TokenFileError, match=r"manifest\.json: lists the shard tokens-00000\.bin "
+                       "twice"):  # fmt: skip
+        SlidingWindowDataset.from_files(out, 4, 4)
+
+
+def test_a_manifest_whose_total_disagrees_is_refused(tmp_path, inputs):
+    out = tmp_path / "o"
+    tokenize_corpus(inputs[0], out, shard_tokens=60)
+    _edit_manifest(out, lambda m: m.update(tokens=m["tokens"] + 1))
+    with pytest.raises(TokenFileError, match=r"manifest\.json: 'tokens' is \d+, but its shards "
+                       r"hold \d+ tokens in all"):  # fmt: skip
+        SlidingWindowDataset.from_files(out, 4, 4)
+
+
+def test_a_shard_symlinked_outside_the_folder_is_refused(tmp_path, inputs):
+    out = tmp_path / "o"
+    tokenize_corpus(inputs[0], out, shard_tokens=60)
+    elsewhere = tmp_path / "elsewhere.bin"
+    (out / "tokens-00001.bin").rename(elsewhere)
+    (out / "tokens-00001.bin").symlink_to(elsewhere)
+    with pytest.raises(TokenFileError, match=r"tokens-00001\.bin: resolves outside the "
+                       "manifest's folder"):  # fmt: skip
+        SlidingWindowDataset.from_files(out, 4, 4)
+
+
+def test_a_manifest_nested_too_deeply_is_named(tmp_path):
+    (tmp_path / MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(TokenFileError, match=r"manifest\.json: not a token-shard manifest \(JSON "
+                       "nested too deeply\\)"):  # fmt: skip
+        SlidingWindowDataset.from_files(tmp_path, 4, 4)
+
+
+# --- a resume state belongs to its corpus and window options ------------------------------
+
+
+def _state_after_one_batch(dataset):
+    from flax_embed.data import Batcher
+
+    it = Batcher(dataset, batch_size=2, shuffle=True, seed=3).iterate(1)
+    next(it)
+    return json.loads(json.dumps(it.get_state()))
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".npy"])  # a sidecar's CRC-32, or the ids' hash
+@pytest.mark.parametrize("other", ["corpus", "windows"])
+def test_a_state_is_refused_over_another_corpus_or_windows(tmp_path, other, suffix):
+    from flax_embed.data import Batcher
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, seed in ((a, 0), (b, 1)):
+        ids = np.random.default_rng(seed).integers(0, 50257, 400)
+        folder.mkdir()
+        write_token_file(folder / f"x{suffix}", ids[:250])
+        write_token_file(folder / f"y{suffix}", ids[250:])
+    files_a = [a / f"x{suffix}", a / f"y{suffix}"]
+    state = _state_after_one_batch(SlidingWindowDataset.from_files(files_a, 9, 10))
+    if other == "corpus":
+        there = SlidingWindowDataset.from_files([b / f"x{suffix}", b / f"y{suffix}"], 9, 10)
+    else:  # the same files, another max_length: still 40 windows
+        there = SlidingWindowDataset.from_files(files_a, 8, 10)
+    assert len(there) == 40
+    with pytest.raises(ValueError, match="saved from another dataset"):
+        Batcher(there, batch_size=2, shuffle=True, seed=3).iterate(1).set_state(state)
+    same = SlidingWindowDataset.from_files(files_a, 9, 10)
+    Batcher(same, batch_size=2, shuffle=True, seed=3).iterate(1).set_state(state)
+
+
+def test_a_state_saved_over_a_manifest_is_refused_over_another(tmp_path, inputs):
+    paths, _ = inputs
+    tokenize_corpus(paths, tmp_path / "a", shard_tokens=60)
+    state = _state_after_one_batch(SlidingWindowDataset.from_files(tmp_path / "a", 8, 8))
+    reversed_paths = [paths[1], paths[0], paths[2]]  # other ids, the same number of them
+    tokenize_corpus(reversed_paths, tmp_path / "b", shard_tokens=60)
+    there = SlidingWindowDataset.from_files(tmp_path / "b", 8, 8)
+    from flax_embed.data import Batcher
+
+    with pytest.raises(ValueError, match="saved from another dataset"):
+        Batcher(there, batch_size=2, shuffle=True, seed=3).iterate(1).set_state(state)
