@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import secrets
@@ -36,6 +37,7 @@ __all__ = [
     "AtomicFile",
     "atomic_open",
     "atomic_path",
+    "atomic_write_json",
     "describe_os_error",
     "new_file_mode",
     "remove_stale_temps",
@@ -255,6 +257,15 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         target.abort()
         raise
     target.commit()
+
+
+def atomic_write_json(path: str | os.PathLike[str], value, *, indent: int = 1) -> None:
+    """Writes ``value`` as JSON (UTF-8, a final newline) to ``path``, atomically (``atomic_open``).
+
+    The one JSON writer of flax-embed: sidecars, manifests, work records, reports.
+    """
+    with atomic_open(path, "w") as f:
+        f.write(json.dumps(value, indent=indent) + "\n")
 
 
 def describe_os_error(

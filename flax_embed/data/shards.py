@@ -45,7 +45,7 @@ from typing import Protocol
 
 import numpy as np
 
-from flax_embed._io import atomic_open, describe_os_error
+from flax_embed._io import atomic_write_json, describe_os_error
 from flax_embed._validation import check_positive_int
 from flax_embed.data.corpus import (
     DEFAULT_FIELD,
@@ -62,6 +62,7 @@ from flax_embed.data.token_files import (
     TokenFileError,
     TokenFileWriter,
     open_token_file,
+    read_sidecar,
     sidecar_path,
     token_dtype,
 )
@@ -229,9 +230,7 @@ class LocalRunner:
 # --- the manifest -------------------------------------------------------------------------
 
 
-def _atomic_json(path: Path, value) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(json.dumps(value, indent=1) + "\n")
+_atomic_json = atomic_write_json  # the one JSON writer, _io's
 
 
 def _read_json(path: Path):
@@ -275,15 +274,14 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict, Path]:
 def verify_shard(folder: Path, entry: dict, *, checksum: bool = True) -> None:
     """Raises TokenFileError naming the shard if its size or checksum disagrees with ``entry``."""
     path = folder / entry["name"]
-    meta = _read_json(sidecar_path(path))
-    if not path.is_file() or not isinstance(meta, dict):
+    if not path.is_file() or not sidecar_path(path).is_file():
         raise TokenFileError(f"{path}: shard missing (or its sidecar), listed in the manifest")
-    itemsize = np.dtype(meta.get("dtype", "uint16")).itemsize
+    dtype, count, _, _ = read_sidecar(path)
     size = path.stat().st_size
-    if meta.get("count") != entry["tokens"] or size != entry["tokens"] * itemsize:
+    if count != entry["tokens"] or size != entry["tokens"] * dtype.itemsize:
         raise TokenFileError(
             f"{path}: size disagrees with the manifest: {size} bytes, sidecar count "
-            f"{meta.get('count')}, manifest {entry['tokens']} tokens"
+            f"{count}, manifest {entry['tokens']} tokens"
         )
     if checksum and file_sha256(path) != entry["sha256"]:
         raise TokenFileError(f"{path}: checksum disagrees with the manifest (a corrupt or "

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import PrecisionLike
 
-from flax_embed._validation import check_inputs, is_concrete
+from flax_embed._validation import check_inputs, check_one_of, is_concrete
 from flax_embed.layers.positions import SINUSOIDAL_VARIANTS, sinusoidal_table
 
 __all__ = [
@@ -73,15 +73,8 @@ fixed ``positions.sinusoidal_table``, or none (positions handled in attention: R
 
 def check_position_mode(position: str, sinusoidal_variant: str) -> None:
     """ValueError naming ``position`` / ``sinusoidal_variant`` for an unknown value."""
-    if position not in POSITION_MODES:
-        raise ValueError(
-            f"position must be one of {', '.join(map(repr, POSITION_MODES))}, got {position!r}"
-        )
-    if sinusoidal_variant not in SINUSOIDAL_VARIANTS:
-        raise ValueError(
-            f"sinusoidal_variant must be one of {', '.join(map(repr, SINUSOIDAL_VARIANTS))}, "
-            f"got {sinusoidal_variant!r}"
-        )
+    check_one_of("position", position, POSITION_MODES)
+    check_one_of("sinusoidal_variant", sinusoidal_variant, SINUSOIDAL_VARIANTS)
 
 
 def check_position_inputs(
