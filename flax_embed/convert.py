@@ -470,7 +470,7 @@ def _read_tensor(path: Path, f, name: str, tensor: _Header, data_offset: int) ->
         )
     dtype = ml_dtypes.bfloat16 if dtype_name == "bfloat16" else np.dtype(dtype_name)
     out = np.empty(tensor.shape, dtype)
-    view = memoryview(out.reshape(-1).view(np.uint8))
+    view = out.reshape(-1).view(np.uint8).data  # a writable memoryview of out
     f.seek(data_offset + tensor.begin)
     done = 0
     while done < len(view):

@@ -388,9 +388,8 @@ def _raw_dtype(dtype) -> np.dtype:
         dt = np.dtype(dtype).newbyteorder("<")
     except TypeError:
         dt = None
-    if dt not in _READABLE:
-        check_one_of("dtype", dtype, tuple(sorted(_READABLE.values())))  # raises: not a name
-    return dt
+    by_name = {name: readable for readable, name in _READABLE.items()}
+    return by_name[check_one_of("dtype", _READABLE.get(dt, dtype), tuple(sorted(by_name)))]
 
 
 def _inspect(
