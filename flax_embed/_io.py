@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import secrets
@@ -36,6 +37,7 @@ __all__ = [
     "AtomicFile",
     "atomic_open",
     "atomic_path",
+    "atomic_write_json",
     "describe_os_error",
     "new_file_mode",
     "remove_stale_temps",
@@ -269,6 +271,15 @@ def resolves_inside(folder: str | os.PathLike[str], name: str | os.PathLike[str]
     root = os.path.realpath(folder)
     target = os.path.realpath(os.path.join(root, name))
     return target.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def atomic_write_json(path: str | os.PathLike[str], value, *, indent: int = 1) -> None:
+    """Writes ``value`` as JSON (UTF-8, a final newline) to ``path``, atomically (``atomic_open``).
+
+    The one JSON writer of flax-embed: sidecars, manifests, work records, reports.
+    """
+    with atomic_open(path, "w") as f:
+        f.write(json.dumps(value, indent=indent) + "\n")
 
 
 def describe_os_error(

@@ -25,6 +25,7 @@ __all__ = [
     "check_indices_in_range",
     "check_inputs",
     "check_module_options",
+    "check_one_of",
     "is_concrete",
 ]
 
@@ -55,6 +56,18 @@ def check_positive_int(
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return int(value)
+
+
+def check_one_of(name: str, value, choices, *, error: type[Exception] = ValueError):
+    """``value`` if it is one of ``choices``: the one "must be one of" check of flax-embed.
+
+    >>> check_one_of("layout", "diagonal", ("half", "interleaved"))
+    Traceback (most recent call last):
+    ValueError: layout must be one of 'half', 'interleaved', got 'diagonal'
+    """
+    if value not in choices:
+        raise error(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 
 def check_ids_1d(name: str, ids_N: np.ndarray) -> None:

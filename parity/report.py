@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import jax
 
-from flax_embed._io import atomic_open, describe_os_error
+from flax_embed._io import atomic_write_json, describe_os_error
 from parity.behaviour import behaviour_checks
 from parity.common import available_backends, device_kind
 from parity.conversion_checks import conversion_checks
@@ -214,8 +213,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     try:
-        with atomic_open(path, "w") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
+        atomic_write_json(path, data, indent=2)
     except OSError as e:
         raise OSError(describe_os_error(path, e, writing=True)) from None
 

@@ -38,3 +38,23 @@ def test_meta_tensors_are_refused_by_name():
 def test_a_real_state_dict_still_converts():
     params = params_from_torch(_module().state_dict())
     assert params["params"]["tok_emb"]["embedding"].shape == (8, 2)
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        ([[0.5, 0.25], [1.0, 2.0]], r"'tok_emb.weight' is a list, not a tensor or array"),
+        ((0.5, 0.25), r"'tok_emb.weight' is a tuple, not a tensor or array"),
+        (0.5, r"'tok_emb.weight' is a float, not a tensor or array"),
+        (torch.eye(8, 2).to_sparse(), r"'tok_emb.weight' is a sparse_coo tensor.*to_dense\(\)"),
+        (
+            torch.quantize_per_tensor(torch.ones(8, 2), 0.1, 0, torch.qint8),
+            r"'tok_emb.weight' is a quantized tensor \(torch.qint8\).*dequantize\(\)",
+        ),
+    ],
+    ids=["list", "tuple", "float", "sparse", "quantized"],
+)
+def test_a_table_that_is_not_a_dense_array_is_refused_by_name(table, match):
+    state = {"tok_emb.weight": table, "pos_emb.weight": torch.zeros(4, 2)}
+    with pytest.raises(ValueError, match=match):
+        params_from_torch(state)

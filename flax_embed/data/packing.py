@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from flax_embed._validation import check_ids_1d, check_positive_int, first_out_of_range
-from flax_embed.data.fingerprint import _token_digest
+from flax_embed.data.fingerprint import token_digest
 
 __all__ = ["PACKING_METHODS", "Documents", "PackedDataset", "PackedRows"]
 
@@ -384,8 +384,8 @@ class PackedDataset:
             f"packed:{self.seq_len}:{self.method}:{self.num_packing_bins}:{self.seed}:"
             f"{self.long_documents}:".encode()
         )
-        h.update(_token_digest(self.documents.tokens).encode())
-        h.update(_token_digest(self.documents.offsets).encode())
+        h.update(token_digest(self.documents.tokens).encode())
+        h.update(token_digest(self.documents.offsets).encode())
         return h.hexdigest()
 
     def __repr__(self) -> str:

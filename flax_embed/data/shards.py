@@ -59,7 +59,7 @@ from typing import Protocol
 
 import numpy as np
 
-from flax_embed._io import TEMP_MARK, atomic_open, describe_os_error, resolves_inside
+from flax_embed._io import TEMP_MARK, atomic_write_json, describe_os_error, resolves_inside
 from flax_embed._validation import check_positive_int
 from flax_embed.data.corpus import (
     DEFAULT_FIELD,
@@ -77,6 +77,7 @@ from flax_embed.data.token_files import (
     TokenFileError,
     TokenFileWriter,
     open_token_file,
+    read_sidecar,
     sidecar_path,
     token_dtype,
 )
@@ -256,11 +257,6 @@ class LocalRunner:
 # --- the manifest -------------------------------------------------------------------------
 
 
-def _atomic_json(path: Path, value) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(json.dumps(value, indent=1) + "\n")
-
-
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -336,22 +332,17 @@ def _digests(path: Path) -> tuple[str, int]:
 def _check_pair(path: Path, tokens: int, sha256: str | None) -> None:
     """Checks a ``.bin`` shard or part and its sidecar: complete, ``tokens`` ids, its digests.
 
-    Raises TokenFileError naming the file. With ``sha256=None`` only the sizes are checked.
+    The sidecar is read by the one strict parser (``token_files.read_sidecar``). Raises
+    TokenFileError naming the file. With ``sha256=None`` only the sizes are checked.
     """
-    meta = _read_json(sidecar_path(path))
-    if not path.is_file() or not isinstance(meta, dict):
+    if not path.is_file() or not sidecar_path(path).is_file():
         raise TokenFileError(f"{path}: shard missing (or its sidecar), listed in the manifest")
-    if meta.get("complete", True) is not True:
-        raise TokenFileError(f"{path}: half-written (its sidecar is marked incomplete)")
-    try:
-        itemsize = np.dtype(meta.get("dtype", "uint16")).itemsize
-    except TypeError:
-        raise TokenFileError(f"{sidecar_path(path)}: an unknown dtype") from None
+    dtype, count, _, crc32 = read_sidecar(path)
     size = path.stat().st_size
-    if meta.get("count") != tokens or size != tokens * itemsize or meta.get("bytes", size) != size:
+    if count != tokens or size != tokens * dtype.itemsize:
         raise TokenFileError(
             f"{path}: size disagrees with the manifest: {size} bytes, sidecar count "
-            f"{meta.get('count')}, manifest {tokens} tokens"
+            f"{count}, manifest {tokens} tokens"
         )
     if sha256 is None:
         return
@@ -359,7 +350,7 @@ def _check_pair(path: Path, tokens: int, sha256: str | None) -> None:
     if digest != sha256:
         raise TokenFileError(f"{path}: checksum disagrees with the manifest (a corrupt or "
                              "replaced shard)")  # fmt: skip
-    if meta.get("crc32", crc) != crc:
+    if crc32 is not None and crc32 != crc:
         raise TokenFileError(f"{path}: its sidecar's crc32 disagrees with the data (an edited "
                              "sidecar, or a pair put together from two files)")  # fmt: skip
 
@@ -512,7 +503,7 @@ def _publish(out: Path, work: Path, commit: dict) -> dict:
             (out / n).unlink(missing_ok=True)
     for entry in manifest["shards"]:
         verify_shard(out, entry, checksum=False)
-    _atomic_json(out / MANIFEST, manifest)
+    atomic_write_json(out / MANIFEST, manifest)
     _clear_work(work)
     return manifest
 
@@ -643,7 +634,7 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
         if work.exists():  # something else was put in our .work
             raise _foreign(work, "a work folder holding files")
         work.mkdir()
-        _atomic_json(work / "plan.json", plan)
+        atomic_write_json(work / "plan.json", plan)
     try:
         manifest = _run(runner, work, units, plan, total_bytes, progress)
         now = [input_identity(i["path"]) for i in plan["inputs"]]  # size and mtime only
@@ -656,7 +647,7 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
         raise
     names = {e["name"] for e in manifest["shards"]}
     commit = {"manifest": manifest, "remove": sorted(owned - names)}
-    _atomic_json(work / "commit.json", commit)
+    atomic_write_json(work / "commit.json", commit)
     return _publish(out, work, commit)
 
 
@@ -680,7 +671,7 @@ def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool
         if by_bytes:
             bar.update(done_bytes)
         for i, result in runner.run_units(todo, bar):
-            _atomic_json(work / f"part-{i:05d}.done.json", result)
+            atomic_write_json(work / f"part-{i:05d}.done.json", result)
             results[i] = result
             if not by_bytes:
                 bar.update(1)
@@ -702,7 +693,7 @@ def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool
             todo_shards.append((k, ShardJob(str(work / names[k]), shard_spans)))
     with _progress_bar(len(todo_shards), "shard", progress and not by_bytes) as bar:
         for k, result in runner.run_shards(todo_shards, bar):
-            _atomic_json(work / f"shard-{k:05d}.done.json", result)
+            atomic_write_json(work / f"shard-{k:05d}.done.json", result)
             shards[k] = result
             bar.update(1)
     written = [s for s in shards if s is not None]

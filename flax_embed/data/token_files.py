@@ -40,8 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-from flax_embed._io import AtomicFile, atomic_open
-from flax_embed._validation import check_ids_1d, check_positive_int, first_out_of_range
+from flax_embed._io import AtomicFile, atomic_open, atomic_write_json
+from flax_embed._validation import (
+    check_ids_1d,
+    check_one_of,
+    check_positive_int,
+    first_out_of_range,
+)
 from flax_embed.tokenizer import GPT2_VOCAB_SIZE
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "TokenFileError",
     "TokenFileWriter",
     "open_token_file",
+    "read_sidecar",
     "read_token_file",
     "sidecar_path",
     "token_dtype",
@@ -190,14 +196,14 @@ class TokenFileWriter:
             raise
         data_in_place = False
         try:
-            _write_sidecar(sidecar, {**self._sidecar(), "complete": False})
+            atomic_write_json(sidecar, {**self._sidecar(), "complete": False})
             self._atomic.rename()
             data_in_place = True
-            _write_sidecar(sidecar, self._sidecar())
+            atomic_write_json(sidecar, self._sidecar())
         except BaseException:
             if data_in_place:  # finish the pair: one small write (a KeyboardInterrupt, say)
                 with contextlib.suppress(Exception):
-                    _write_sidecar(sidecar, self._sidecar())
+                    atomic_write_json(sidecar, self._sidecar())
             else:
                 self.abort()
                 with contextlib.suppress(Exception):
@@ -233,12 +239,6 @@ class TokenFileWriter:
             self.commit()
         else:
             self.abort()
-
-
-def _write_sidecar(sidecar: Path, meta: dict) -> None:
-    """Writes a sidecar atomically; an error names the sidecar."""
-    with atomic_open(sidecar, "w") as f:
-        f.write(json.dumps(meta, indent=1) + "\n")
 
 
 def write_token_file(
@@ -286,6 +286,17 @@ def _marked_incomplete(raw: bytes | None) -> bool:
     return isinstance(meta, dict) and meta.get("complete", True) is False
 
 
+def read_sidecar(path: str | os.PathLike[str]) -> tuple[np.dtype, int, int, int | None]:
+    """``(dtype, count, vocab_size, crc32)`` from the sidecar of the ``.bin`` token file ``path``.
+
+    The one sidecar parser (token files and shards alike), strict: a missing,
+    malformed, ill-typed or incomplete sidecar raises TokenFileError naming it and
+    the key; nothing is defaulted.
+    """
+    path = Path(path)
+    return _read_sidecar(path, _sidecar_bytes(path))
+
+
 def _read_sidecar(path: Path, raw: bytes | None) -> tuple[np.dtype, int, int, int | None]:
     """``(dtype, count, vocab_size, crc32)`` from a ``.bin`` file's sidecar ``raw``, checked.
 
@@ -308,15 +319,21 @@ def _read_sidecar(path: Path, raw: bytes | None) -> tuple[np.dtype, int, int, in
         raise TokenFileError(f"{sidecar}: not a JSON sidecar ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
         raise TokenFileError(f"{sidecar}: not a token-file sidecar (no format {SIDECAR_FORMAT!r})")
-    for key, kind in (("dtype", str), ("byteorder", str), ("vocab_size", int), ("count", int)):
+    kinds = {
+        "dtype": "a string",
+        "byteorder": "a string",
+        "vocab_size": "an int",
+        "count": "an int",
+    }
+    for key, what in kinds.items():
         value = meta.get(key)
+        kind = str if what == "a string" else int
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise TokenFileError(f"{sidecar}: {key!r} must be a {kind.__name__}, got {value!r}")
+            raise TokenFileError(f"{sidecar}: {key!r} must be {what}, got {value!r}")
     if meta["byteorder"] != "little":
         raise TokenFileError(f"{sidecar}: byteorder {meta['byteorder']!r} is not 'little'")
     names = {name: dtype for dtype, name in _READABLE.items()}
-    if meta["dtype"] not in names:
-        raise TokenFileError(f"{sidecar}: dtype {meta['dtype']!r} is not one of {sorted(names)}")
+    check_one_of(f"{sidecar}: 'dtype'", meta["dtype"], tuple(sorted(names)), error=TokenFileError)
     dtype, count, vocab = names[meta["dtype"]], meta["count"], meta["vocab_size"]
     if count < 0 or vocab < 1:
         raise TokenFileError(f"{sidecar}: count {count} or vocab_size {vocab} is out of range")
@@ -367,14 +384,12 @@ def _read_npy_header(path: Path, f) -> tuple[np.dtype, int]:
 
 def _raw_dtype(dtype) -> np.dtype:
     """The explicit ``dtype=`` of a token file, checked: uint16, uint32 or int32."""
-    names = sorted(_READABLE.values())
     try:
         dt = np.dtype(dtype).newbyteorder("<")
     except TypeError:
-        raise ValueError(f"dtype must be one of {names}, got {dtype!r}") from None
-    if dt not in _READABLE:
-        raise ValueError(f"dtype must be one of {names}, got {dtype!r}")
-    return dt
+        dt = None
+    by_name = {name: readable for readable, name in _READABLE.items()}
+    return by_name[check_one_of("dtype", _READABLE.get(dt, dtype), tuple(sorted(by_name)))]
 
 
 def _inspect(

@@ -7,6 +7,7 @@ same tied head (``tied_logits``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 import jax
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import PrecisionLike
 
-from flax_embed._validation import check_inputs
+from flax_embed._validation import check_inputs, check_one_of, is_concrete
 from flax_embed.layers.positions import SINUSOIDAL_VARIANTS, sinusoidal_table
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "embed_inputs",
     "embed_sum",
     "embed_tokens",
+    "fixed_sinusoidal_table",
     "lookup",
     "tied_logits",
     "torch_embedding_init",
@@ -71,15 +73,8 @@ fixed ``positions.sinusoidal_table``, or none (positions handled in attention: R
 
 def check_position_mode(position: str, sinusoidal_variant: str) -> None:
     """ValueError naming ``position`` / ``sinusoidal_variant`` for an unknown value."""
-    if position not in POSITION_MODES:
-        raise ValueError(
-            f"position must be one of {', '.join(map(repr, POSITION_MODES))}, got {position!r}"
-        )
-    if sinusoidal_variant not in SINUSOIDAL_VARIANTS:
-        raise ValueError(
-            f"sinusoidal_variant must be one of {', '.join(map(repr, SINUSOIDAL_VARIANTS))}, "
-            f"got {sinusoidal_variant!r}"
-        )
+    check_one_of("position", position, POSITION_MODES)
+    check_one_of("sinusoidal_variant", sinusoidal_variant, SINUSOIDAL_VARIANTS)
 
 
 def check_position_inputs(
@@ -110,6 +105,10 @@ def embed_tokens(
     ``"learned"``: ``embed_sum(tok_VxD, pos_CxD, ...)``, today's arithmetic;
     ``"sinusoidal"``: the same with ``sinusoidal_table(context_length, D)`` (in the
     token table's dtype) as ``pos_CxD``; ``"none"``: ``lookup(tok_VxD, token_ids)``.
+
+    The sinusoidal table is built once, not on every call: with concrete tables (an
+    eager call) it comes from ``fixed_sinusoidal_table``'s cache; under ``jit`` it is
+    part of the traced computation, which is compiled once.
     """
     if position == "learned":
         if pos_CxD is None:
@@ -117,10 +116,29 @@ def embed_tokens(
         return embed_sum(tok_VxD, pos_CxD, token_ids, positions)
     if position == "none":
         return lookup(tok_VxD, token_ids)
-    table = sinusoidal_table(
-        context_length, tok_VxD.shape[-1], variant=sinusoidal_variant, dtype=tok_VxD.dtype
-    )
+    features, dtype = tok_VxD.shape[-1], jnp.dtype(tok_VxD.dtype)
+    if is_concrete(tok_VxD):
+        table = fixed_sinusoidal_table(context_length, features, sinusoidal_variant, dtype)
+    else:
+        table = sinusoidal_table(context_length, features, variant=sinusoidal_variant, dtype=dtype)
     return embed_sum(tok_VxD, table, token_ids, positions)
+
+
+@functools.lru_cache(maxsize=2)
+def fixed_sinusoidal_table(
+    context_length: int, features: int, variant: str, dtype: jnp.dtype
+) -> jax.Array:
+    """``sinusoidal_table(context_length, features, ...)``, built once and kept: ``(C, D)``.
+
+    What an eager ``InputEmbedding(position="sinusoidal")`` call adds, so that a
+    module does not rebuild its table on every call (``context_length=131072,
+    features=4096`` takes seconds). The same function computes it, so the bits are
+    those of ``sinusoidal_table``. The two most recently used tables are kept (a
+    Linen module and its NNX twin share one); ``fixed_sinusoidal_table.cache_clear()``
+    frees them.
+    """
+    with jax.ensure_compile_time_eval():  # concrete even when called inside a trace
+        return sinusoidal_table(context_length, features, variant=variant, dtype=dtype)
 
 
 class EmbeddingConfig(Protocol):

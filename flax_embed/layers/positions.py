@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_embed._validation import check_positive_int
+from flax_embed._validation import check_one_of, check_positive_int
 
 __all__ = [
     "DynamicNTKScaling",
@@ -72,12 +72,6 @@ def _pow32(base, exponent) -> np.ndarray:
     return _f32(np.power(np.asarray(base, np.float64), np.asarray(exponent, np.float64)))
 
 
-def _check_choice(name: str, value, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
 def _check_positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
@@ -96,7 +90,7 @@ def sinusoidal_inv_freq(features: int, variant: str = "interleaved") -> np.ndarr
     ``exp(-i·ln(10000)/(D//2 - 1))`` for ``i < D//2``. A NumPy array (host constant).
     """
     features = check_positive_int("features", features)
-    _check_choice("variant", variant, SINUSOIDAL_VARIANTS)
+    check_one_of("variant", variant, SINUSOIDAL_VARIANTS)
     if variant == "tensor2tensor":
         half = features // 2
         if half < 2:
@@ -349,7 +343,7 @@ class RoPE:
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even, got {self.head_dim}")
         _check_positive("base", self.base)
-        _check_choice("layout", self.layout, LAYOUTS)
+        check_one_of("layout", self.layout, LAYOUTS)
         if self.rotary_dim is not None:
             check_positive_int("rotary_dim", self.rotary_dim)
             if self.rotary_dim % 2:
@@ -614,7 +608,7 @@ def rope_permute(w: jax.Array, num_heads: int, *, to: str = "half") -> jax.Array
       [0.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 7.0]
     """
     num_heads = check_positive_int("num_heads", num_heads)
-    _check_choice("to", to, LAYOUTS)
+    check_one_of("to", to, LAYOUTS)
     w = jnp.asarray(w)
     if w.ndim not in (1, 2):
         raise ValueError(f"w must be a weight (out, in) or a bias (out,), got shape {w.shape}")

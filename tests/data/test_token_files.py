@@ -189,9 +189,9 @@ def test_bin_without_sidecar(tmp_path, ids):
         ({"count": 9}, "longer than described"),
         ({"dtype": "uint32"}, "truncated"),  # uint16 data described as uint32
         ({"raw_dtype": "<u4"}, "longer than described"),  # uint32 data described as uint16
-        ({"dtype": "float32"}, "dtype 'float32' is not one of"),
+        ({"dtype": "float32"}, "'dtype' must be one of 'int32', 'uint16', 'uint32', got 'float32'"),
         ({"byteorder": "big"}, "byteorder"),
-        ({"count": "10"}, "'count' must be a int"),
+        ({"count": "10"}, "'count' must be an int"),
         ({"format": "something else"}, "not a token-file sidecar"),
         ({"vocab_size": 100_000}, "dtype uint16 cannot hold"),
     ],
@@ -338,3 +338,34 @@ def test_iterating_a_large_file_keeps_resident_memory_bounded(tmp_path):
     del ds, batcher
     path.unlink()
     assert grown < 96
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (
+            {"dtype": "garbage"},
+            r"'dtype' must be one of 'int32', 'uint16', 'uint32', got 'garbage'",
+        ),
+        ({"dtype": 5}, r"'dtype' must be a string, got 5"),
+        ({"dtype": None}, r"'dtype' must be a string, got None"),  # no default: uint16 or not
+        ({"vocab_size": True}, r"'vocab_size' must be an int, got True"),
+        ({"count": True}, r"'count' must be an int, got True"),
+    ],
+    ids=["garbage-dtype", "int-dtype", "no-dtype", "bool-vocab", "bool-count"],
+)
+def test_a_shards_sidecar_is_read_as_strictly_as_a_token_files(tmp_path, edit, match):
+    """Issue 17: through a manifest, a bad sidecar raised TypeError or was defaulted."""
+    from flax_embed.data.shards import tokenize_corpus
+
+    (tmp_path / "doc.txt").write_text("a small corpus of one document " * 20)
+    tokenize_corpus([tmp_path / "doc.txt"], tmp_path / "out", shard_tokens=64)
+    sidecar = sidecar_path(tmp_path / "out" / "tokens-00000.bin")
+    meta = {k: v for k, v in json.loads(sidecar.read_text()).items() if k not in edit}
+    sidecar.write_text(json.dumps(meta | {k: v for k, v in edit.items() if v is not None}))
+    for read in (
+        lambda: read_token_file(tmp_path / "out" / "tokens-00000.bin"),
+        lambda: SlidingWindowDataset.from_files(tmp_path / "out", 8, 8),
+    ):
+        with pytest.raises(TokenFileError, match=rf"tokens-00000\.bin\.json: {match}"):
+            read()

@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 from jax.experimental import checkify
 
+from flax_embed.layers import common
 from flax_embed.layers.common import lookup
 from flax_embed.layers.linen import InputEmbedding
 from flax_embed.layers.nnx import InputEmbedding as NNXInputEmbedding
@@ -125,3 +126,26 @@ def test_nnx_equals_linen_bit_for_bit(position):
     graphdef, state = nnx.split(model)
     jitted = jax.jit(lambda state, ids: nnx.merge(graphdef, state)(ids))(state, IDS)
     np.testing.assert_array_equal(jitted, linen.apply(params, IDS))
+
+
+def test_sinusoidal_table_is_built_once_not_on_every_eager_call(monkeypatch):
+    """Issue 17: an eager call rebuilt the (C, D) table each time (seconds at C=131072)."""
+    built = []
+
+    def counting_table(*args, **kwargs):
+        built.append(args)
+        return sinusoidal_table(*args, **kwargs)
+
+    monkeypatch.setattr(common, "sinusoidal_table", counting_table)
+    common.fixed_sinusoidal_table.cache_clear()
+    nnx_model = NNXInputEmbedding(V, C, D, position="sinusoidal", rngs=nnx.Rngs(0))
+    params = params_from_nnx(nnx_model)
+    linen = InputEmbedding(vocab_size=V, context_length=C, features=D, position="sinusoidal")
+    outs = [np.asarray(linen.apply(params, IDS)) for _ in range(3)]
+    outs += [np.asarray(nnx_model(IDS)) for _ in range(3)]
+    assert len(built) == 1, f"the table was built {len(built)} times for 6 eager calls"
+    tok = np.asarray(params["params"]["tok_emb"]["embedding"])
+    expected = tok[IDS] + np.asarray(sinusoidal_table(C, D))  # the same float32 adds
+    outs.append(np.asarray(jax.jit(linen.apply)(params, IDS)))
+    for out in outs:
+        np.testing.assert_array_equal(out, expected, strict=True)
