@@ -65,7 +65,7 @@ from flax_embed.data.token_files import (
     sidecar_path,
     token_dtype,
 )
-from flax_embed.tokenizer import ENDOFTEXT_ID, GPT2_VOCAB_SIZE
+from flax_embed.tokenizer import ENDOFTEXT_ID, GPT2_VOCAB_SIZE, Tokenizer, load_tokenizer
 
 __all__ = [
     "DEFAULT_SHARD_TOKENS",
@@ -73,6 +73,7 @@ __all__ = [
     "MANIFEST_FORMAT",
     "ShardedTokenDataset",
     "file_sha256",
+    "manifest_tokenizer",
     "read_manifest",
     "shard_name",
     "tokenize_corpus",
@@ -119,15 +120,19 @@ class UnitJob:
     eot: bool
     workers: int
     vocab_size: int = GPT2_VOCAB_SIZE
+    tokenizer: Tokenizer | None = None
+    """None: GPT-2 (``gpt2_tokenizer``); a ``Tokenizer`` pickles as its spec (Ray)."""
 
 
 def run_unit(job: UnitJob, progress: Callable[[int], object] | None = None) -> dict:
     """Writes a unit's ids to ``job.part``; returns ``{"tokens", "documents", "sha256"}``."""
     counter = DocumentCount()
+    tok = job.tokenizer
     pieces = corpus_pieces(job.segments, job.field, eot=job.eot, counter=counter,
-                           progress=progress or (lambda n: None))  # fmt: skip
+                           progress=progress or (lambda n: None),
+                           **({} if tok is None else {"separator": tok.separator}))  # fmt: skip
     with TokenFileWriter(job.part, vocab_size=job.vocab_size) as writer:
-        for ids_N in iter_encode_parallel(pieces, workers=job.workers):
+        for ids_N in iter_encode_parallel(pieces, workers=job.workers, tokenizer=tok):
             writer.write(ids_N)
     return {"tokens": writer.count, "documents": counter.documents,
             "sha256": file_sha256(job.part)}  # fmt: skip
@@ -140,12 +145,16 @@ class ShardJob:
     path: str
     spans: tuple[tuple[str | None, int, int], ...]
     vocab_size: int = GPT2_VOCAB_SIZE
+    separator_id: int = ENDOFTEXT_ID
+    tokenizer: dict | None = None
+    """The identity recorded in the shard's sidecar (None for GPT-2: none, as before)."""
 
 
 def run_shard(job: ShardJob) -> dict:
     """Writes one shard; returns ``{"name", "tokens", "sha256"}``."""
-    eot = np.array([ENDOFTEXT_ID], np.int64)
-    with TokenFileWriter(job.path, vocab_size=job.vocab_size) as writer:
+    eot = np.array([job.separator_id], np.int64)
+    with TokenFileWriter(job.path, vocab_size=job.vocab_size,
+                         tokenizer=job.tokenizer) as writer:  # fmt: skip
         for part, start, stop in job.spans:
             if part is None:
                 writer.write(eot)
@@ -272,6 +281,50 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict, Path]:
     return manifest, path.parent
 
 
+_GPT2_IDENTITY = {
+    "name": "gpt2", "kind": "tiktoken",
+    "sha256": "sha256:1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "vocab_size": GPT2_VOCAB_SIZE, "separator": "<|endoftext|>", "separator_id": ENDOFTEXT_ID,
+}  # fmt: skip
+
+
+def manifest_tokenizer(meta: dict) -> dict | None:
+    """The tokenizer identity a manifest or sidecar records (``Tokenizer.identity``).
+
+    One without a ``"tokenizer"`` field was written before the tokenizer could be
+    chosen: GPT-2's, if its ``vocab_size`` is GPT-2's (else None: unknown).
+    """
+    recorded = meta.get("tokenizer")
+    if isinstance(recorded, dict):
+        return recorded
+    return dict(_GPT2_IDENTITY) if meta.get("vocab_size") == GPT2_VOCAB_SIZE else None
+
+
+def _same_tokenizer(a: dict, b: dict) -> bool:
+    keys = ("sha256", "vocab_size", "separator_id")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _describe(identity: dict) -> str:
+    return f"{identity.get('name')} ({identity.get('sha256')}, {identity.get('vocab_size')} ids)"
+
+
+def _refuse_other_tokenizer(out: Path, identity: dict) -> None:
+    """CorpusError if ``out`` holds (or is making) another tokenizer's shards."""
+    for path in (out / MANIFEST, out / WORK_DIR / "plan.json"):
+        found = _read_json(path)
+        if isinstance(found, dict) and isinstance(found.get("meta"), dict):
+            found = found["meta"]
+        if not isinstance(found, dict):
+            continue
+        other = manifest_tokenizer(found)
+        if other is not None and not _same_tokenizer(other, identity):
+            raise CorpusError(
+                f"{out}: holds the shards of another tokenizer, {_describe(other)}, not "
+                f"{_describe(identity)}; write them to another folder (or delete {out})"
+            )
+
+
 def verify_shard(folder: Path, entry: dict, *, checksum: bool = True) -> None:
     """Raises TokenFileError naming the shard if its size or checksum disagrees with ``entry``."""
     path = folder / entry["name"]
@@ -318,6 +371,7 @@ def tokenize_corpus(
     runner: Runner | None = None,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     progress: bool = False,
+    tokenizer: Tokenizer | str | None = None,
 ) -> dict:
     """Tokenizes a corpus into ``out_dir/tokens-XXXXX.bin`` shards and ``manifest.json``.
 
@@ -331,6 +385,10 @@ def tokenize_corpus(
       runner: ``LocalRunner(workers)`` by default, or ``ray_tokenize.RayRunner(...)``.
       segment_bytes: input bytes per unit of work.
       progress: show a tqdm bar on stderr (bytes locally, units and shards on Ray).
+      tokenizer: a ``load_tokenizer`` tokenizer or spec (default ``"gpt2"``); documents are
+        joined by its separator, the manifest records its identity (``"tokenizer"``), and a
+        folder holding another tokenizer's shards is refused. A tokenizer whose documents
+        are not independent (``Tokenizer.independent_documents``) runs as one unit.
 
     Returns:
       The manifest (also written to ``out_dir/manifest.json``).
@@ -342,14 +400,16 @@ def tokenize_corpus(
     """
     shard_tokens = check_positive_int("shard_tokens", shard_tokens)
     segment_bytes = check_positive_int("segment_bytes", segment_bytes)
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer or "gpt2")
     runner = LocalRunner(workers) if runner is None else runner
     unit_workers = getattr(runner, "workers", 1)
     out = Path(out_dir)
     paths = expand_inputs(inputs)
     sizes = [input_size(p) for p in paths]
     segments = plan_segments(paths, target_bytes=segment_bytes)
-    units = [(s,) for s in segments] if eot else [tuple(segments)]
-    vocab = GPT2_VOCAB_SIZE
+    split = eot and tok.independent_documents
+    units = [(s,) for s in segments] if split else [tuple(segments)]
+    vocab = tok.n_vocab
     meta = {
         "format": MANIFEST_FORMAT,
         "version": 1,
@@ -359,7 +419,9 @@ def tokenize_corpus(
         "field": field,
         "eot": eot,
         "inputs": [{"path": p, "bytes": n} for p, n in zip(paths, sizes, strict=True)],
+        "tokenizer": tok.identity,
     }
+    _refuse_other_tokenizer(out, tok.identity)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
@@ -382,7 +444,7 @@ def tokenize_corpus(
         _atomic_json(work / "plan.json", plan)
     try:
         manifest = _run(runner, out, work, units, meta, shard_tokens, field, eot, unit_workers,
-                        sum(sizes), progress)  # fmt: skip
+                        sum(sizes), progress, tok)  # fmt: skip
     except CorpusError:
         shutil.rmtree(work, ignore_errors=True)
         if created:
@@ -394,7 +456,10 @@ def tokenize_corpus(
 
 
 def _run(runner, out, work, units, meta, shard_tokens, field, eot, unit_workers, total_bytes,
-         progress) -> dict:  # fmt: skip
+         progress, tok: Tokenizer) -> dict:  # fmt: skip
+    # GPT-2's shards record no tokenizer in their sidecars: the same bytes as before it could
+    # be chosen (readers take a sidecar without one for GPT-2's, manifest_tokenizer).
+    recorded = None if tok.identity == _GPT2_IDENTITY else tok.identity
     parts = [str(work / f"part-{i:05d}.bin") for i in range(len(units))]
     results: list[dict | None] = [None] * len(units)
     todo = []
@@ -403,7 +468,7 @@ def _run(runner, out, work, units, meta, shard_tokens, field, eot, unit_workers,
         if _valid(Path(parts[i]), record):
             results[i] = record
         else:
-            todo.append((i, UnitJob(unit, parts[i], field, eot, unit_workers)))
+            todo.append((i, UnitJob(unit, parts[i], field, eot, unit_workers, tok.n_vocab, tok)))
     by_bytes = runner.progress_unit == "B"
     done_bytes = sum(s.nbytes for i, u in enumerate(units) if results[i] for s in u)
     with _progress_bar(total_bytes if by_bytes else len(todo), runner.progress_unit,
@@ -430,7 +495,8 @@ def _run(runner, out, work, units, meta, shard_tokens, field, eot, unit_workers,
         ):
             shards[k] = record
         else:
-            todo_shards.append((k, ShardJob(str(out / names[k]), shard_spans)))
+            todo_shards.append((k, ShardJob(str(out / names[k]), shard_spans, tok.n_vocab,
+                                            tok.separator_id, recorded)))  # fmt: skip
     with _progress_bar(len(todo_shards), "shard", progress and not by_bytes) as bar:
         for k, result in runner.run_shards(todo_shards, bar):
             _atomic_json(work / f"shard-{k:05d}.done.json", result)
