@@ -553,6 +553,8 @@ class ShardedTokenDataset:
         self.max_length = check_positive_int("max_length", max_length)
         self.stride = check_positive_int("stride", stride)
         self.paths = [Path(p) for p in paths]
+        # vocab_size: as given (from_files: the manifest's), else the files' largest, so that
+        # InputEmbedding(vocab_size=dataset.vocab_size, ...) fits the ids.
         self.vocab_size, self.dtype = vocab_size, dtype
         if not self.paths:
             raise ValueError("paths must name at least one token file")
@@ -560,9 +562,10 @@ class ShardedTokenDataset:
         self._fds: list[int] = []
         self._dtypes: list[np.dtype] = []
         self._data_offsets: list[int] = []
-        counts = []
+        counts, vocabs = [], []
         for path in self.paths:
             ids, vocab = open_token_file(path, vocab_size, check_ids, **kwargs)
+            vocabs.append(vocab)
             if ids.dtype == np.uint32 and vocab > 2**31:
                 raise ValueError(f"{path}: vocab_size {vocab} > 2**31 ids do not fit int32")
             self._dtypes.append(ids.dtype)
@@ -572,6 +575,8 @@ class ShardedTokenDataset:
         self._fds = [os.open(p, os.O_RDONLY) for p in self.paths]
         info = zip(self._fds, self._dtypes, self._data_offsets, strict=True)
         self._file_info = [(fd, dt, dt.itemsize, off) for fd, dt, off in info]
+        if self.vocab_size is None:
+            self.vocab_size = max(vocabs)
         self._offsets = np.cumsum([0, *counts]).tolist()
         n = self._offsets[-1]
         if n < self.max_length + 1:
@@ -689,5 +694,21 @@ def open_shards(
             vocab_size = manifest["vocab_size"]
     else:
         paths = [target]
+    _check_one_tokenizer(paths)
     return ShardedTokenDataset(paths, max_length, stride, vocab_size=vocab_size,
                                check_ids=check_ids, dtype=dtype)  # fmt: skip
+
+
+def _check_one_tokenizer(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """ValueError if the sidecars of ``paths`` record different tokenizers (``.npy``: none)."""
+    first: tuple[dict, Path] | None = None
+    for p in map(Path, paths):
+        meta = _read_json(sidecar_path(p)) if p.suffix == ".bin" else None
+        identity = manifest_tokenizer(meta) if isinstance(meta, dict) else None
+        if identity is None:
+            continue
+        if first is None:
+            first = identity, p
+        elif not _same_tokenizer(first[0], identity):
+            raise ValueError(f"{p}: tokenized with {_describe(identity)}, but {first[1]} with "
+                             f"{_describe(first[0])}; one dataset takes one tokenizer's ids")
