@@ -79,7 +79,7 @@ def _byte_decoder() -> dict[str, int]:
 def _read_verified(folder: Path, name: str) -> bytes:
     path = folder / name
     try:
-        data = Path(spec).read_bytes()
+        data = path.read_bytes()
     except OSError as e:
         raise TokenizerUnavailableError(
             f"cannot read {path} ({e.strerror or e}); {_HOW_TO_PROVIDE}."
@@ -194,7 +194,7 @@ def id_dtype(n_vocab: int) -> np.dtype:
     >>> id_dtype(2**32 + 1)
     Traceback (most recent call last):
     ...
-    flax_embed.tokenizer.TokenizerError: a vocabulary of 4294967297 ids does not fit uint32 token files (at most 4294967296)
+    flax_embed.tokenizer.TokenizerError: a vocabulary of 4294967297 ids does not fit uint32 ...
     """
     if n_vocab > MAX_VOCAB:
         raise TokenizerError(f"a vocabulary of {n_vocab} ids does not fit uint32 token files "
@@ -257,8 +257,10 @@ class Tokenizer:
         return _restore, (self.spec, self.separator, self._pattern, self.sha256)
 
     def __repr__(self) -> str:
-        return (f"Tokenizer({self.name!r}, kind={self.kind!r}, n_vocab={self.n_vocab}, "
-                f"separator={self.separator!r} ({self.separator_id}), dtype={self.dtype.name})")
+        return (
+            f"Tokenizer({self.name!r}, kind={self.kind!r}, n_vocab={self.n_vocab}, "
+            f"separator={self.separator!r} ({self.separator_id}), dtype={self.dtype.name})"
+        )
 
 
 def _restore(spec: str, separator: str | None, pattern: str | None, sha256: str) -> Tokenizer:
@@ -320,8 +322,10 @@ def _load_tiktoken_file(path: Path, data: bytes, separator: str | None,
             token, rank = line.split()
             ranks[base64.b64decode(token, validate=True)] = int(rank)
         except (ValueError, binascii.Error):
-            raise TokenizerError(f"{path}: line {number}: not a .tiktoken line "
-                                 "('<base64 token> <rank>'); not a tokenizer file?") from None
+            raise TokenizerError(
+                f"{path}: line {number}: not a .tiktoken line "
+                "('<base64 token> <rank>'); not a tokenizer file?"
+            ) from None
     if not ranks or sorted(ranks.values()) != list(range(len(ranks))):
         raise TokenizerError(f"{path}: the ranks are not 0..{len(ranks) - 1}, each once "
                              "(a truncated or edited .tiktoken file)")  # fmt: skip

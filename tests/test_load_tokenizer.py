@@ -36,8 +36,12 @@ def tiktoken_file(tmp_path):
     enc = load_tokenizer("gpt2")
     ranks = gpt2_tokenizer()._mergeable_ranks
     path = tmp_path / "gpt2.tiktoken"
-    path.write_bytes(b"".join(base64.b64encode(t) + b" %d\n" % r
-                              for t, r in sorted(ranks.items(), key=lambda kv: kv[1])))
+    path.write_bytes(
+        b"".join(
+            base64.b64encode(t) + b" %d\n" % r
+            for t, r in sorted(ranks.items(), key=lambda kv: kv[1])
+        )
+    )
     assert enc.n_vocab == len(ranks) + 1
     return path
 
@@ -45,7 +49,7 @@ def tiktoken_file(tmp_path):
 def available(name):
     try:
         load_tokenizer(name)
-    except Exception as e:  # noqa: BLE001 - tiktoken's download errors
+    except Exception as e:  # tiktoken's download errors
         pytest.skip(f"{name}: tiktoken cannot load its file offline ({e})")
 
 
@@ -92,8 +96,17 @@ def spec(request, tmp_path):
 def test_tokenize_gives_the_librarys_ids(spec, out, tmp_path, capsys):
     kind, path, extra = spec
     src = write_jsonl(tmp_path / "docs.jsonl", DOCS * 3)
-    args = ["tokenize", str(src), "-o", str(tmp_path / out), "--tokenizer", str(path), *extra,
-            "--workers", "2"]
+    args = [
+        "tokenize",
+        str(src),
+        "-o",
+        str(tmp_path / out),
+        "--tokenizer",
+        str(path),
+        *extra,
+        "--workers",
+        "2",
+    ]
     if out.endswith("/"):
         args += ["--shard-tokens", "37"]
     assert cli.main(args) == 0, capsys.readouterr().err
@@ -146,8 +159,10 @@ def test_a_bad_spec_is_one_line_and_exit_2(make, match, tmp_path, capsys):
     assert cli.main(["tokenize", str(src), "-o", str(out), "--tokenizer", str(spec)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", *(["tok"] if
-                                                          (tmp_path / "tok").exists() else [])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "d.jsonl",
+        *(["tok"] if (tmp_path / "tok").exists() else []),
+    ]
 
 
 def test_a_separator_outside_the_vocabulary_or_underivable_is_refused(tmp_path):

@@ -4,9 +4,9 @@ Inputs are text, JSON Lines (``.jsonl``/``.json``, also ``.gz``/``.zst``), Parqu
 Hugging Face ``save_to_disk`` folder, folders and globs (``data.corpus``). The
 documents are streamed through ``iter_encode_parallel``, so neither the corpus nor
 its ids need to fit in memory, and the ids equal ``encode("<|endoftext|>".join(documents))``
-(``"".join`` with ``--no-eot``; with ``--tokenizer SPEC``, that tokenizer's encode of the
-documents joined by its separator, ``tokenizer.load_tokenizer``); a text file is one document, read as
-``cli._common.read_text`` reads it (UTF-8, universal newlines).
+(``"".join`` with ``--no-eot``; with ``--tokenizer SPEC``, that tokenizer's encoding of
+the documents joined by its separator, ``tokenizer.load_tokenizer``); a text file is one
+document, read as ``cli._common.read_text`` reads it (UTF-8, universal newlines).
 
 ``-o TOKENS.npy`` / ``-o TOKENS.bin`` writes one token file; ``-o DIR/`` (or
 ``--shard-tokens N``) writes shards and a manifest (``data.shards``), locally or on
@@ -41,11 +41,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="tokenize a corpus into GPT-2 token files (.npy, .bin + .bin.json, or shards)",
         description="Tokenizes the documents of CORPUS... (UTF-8 text files, JSON Lines "
         ".jsonl/.json, optionally .gz or .zst, Parquet, a Hugging Face save_to_disk folder, "
-        "folders, globs) with GPT-2 BPE (or --tokenizer SPEC) on every core and writes their ids, in order: to one "
-        "token file (uint16 ids as .npy, or raw .bin with a JSON sidecar), or with -o DIR/ to "
-        "shards DIR/tokens-00000.bin, ... and DIR/manifest.json. Documents are separated by "
-        "<|endoftext|> (id 50256; --separator for another tokenizer's EOS). Writes are atomic: on any error no output is left that "
-        "looks complete; a sharded job re-run over the same DIR resumes.",
+        "folders, globs) with GPT-2 BPE (or --tokenizer SPEC) on every core and writes their "
+        "ids, in order: to one token file (uint16 ids as .npy, or raw .bin with a JSON sidecar; "
+        "uint32 for a vocabulary past 65,536), or with -o DIR/ to shards "
+        "DIR/tokens-00000.bin, ... and DIR/manifest.json. Documents are separated by "
+        "<|endoftext|> (id 50256; another tokenizer's end-of-text token, or --separator). "
+        "Writes are atomic: on any error no output is left that looks complete; a sharded "
+        "job re-run over the same DIR resumes.",
     )
     tokenize.add_argument("corpus", nargs="+", metavar="CORPUS",
                           help="input files, folders or glob patterns")  # fmt: skip

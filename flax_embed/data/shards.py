@@ -710,5 +710,7 @@ def _check_one_tokenizer(paths: Sequence[str | os.PathLike[str]]) -> None:
         if first is None:
             first = identity, p
         elif not _same_tokenizer(first[0], identity):
-            raise ValueError(f"{p}: tokenized with {_describe(identity)}, but {first[1]} with "
-                             f"{_describe(first[0])}; one dataset takes one tokenizer's ids")
+            raise ValueError(
+                f"{p}: tokenized with {_describe(identity)}, but {first[1]} with "
+                f"{_describe(first[0])}; one dataset takes one tokenizer's ids"
+            )
