@@ -228,3 +228,50 @@ def test_the_data_path_imports_no_jax():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def metaspace_first_json(tmp_path_factory, sample_text):
+    """A real BPE whose pre-tokenizer treats the start of the text apart (Metaspace,
+    prepend_scheme="first", as transformers converts Llama's and Mistral's tokenizers)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>", "</s>"])
+    tok.train_from_iterator(sample_text.splitlines(), trainer=trainer)
+    path = tmp_path_factory.mktemp("metaspace") / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("fixture", ["bpe_tokenizer_json", "big_tokenizer_json",
+                                     "metaspace_first_json"])  # fmt: skip
+def test_chunks_cut_before_the_separator_give_the_librarys_ids(fixture, request, sample_text):
+    from tokenizers import Tokenizer
+
+    from flax_embed.data.parallel_tokenize import encode_parallel
+
+    path = request.getfixturevalue(fixture)
+    tok = load_tokenizer(path)
+    joined = tok.separator.join(sample_text.split("\n\n")[:100] + DOCS)
+    expected = Tokenizer.from_file(str(path)).encode(joined, add_special_tokens=False).ids
+    got = encode_parallel(joined, chunk_chars=16, workers=2, tokenizer=tok)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_tokenizer_that_starts_the_text_apart_runs_as_one_unit(metaspace_first_json, tmp_path):
+    from tokenizers import Tokenizer
+
+    from flax_embed.data.shards import tokenize_corpus
+
+    tok = load_tokenizer(metaspace_first_json)
+    assert tok.cut_before_separator and not tok.independent_documents
+    files = [write_jsonl(tmp_path / f"{i}.jsonl", DOCS[i:] + DOCS) for i in range(3)]
+    docs = [d for i in range(3) for d in DOCS[i:] + DOCS]
+    manifest = tokenize_corpus(files, tmp_path / "o", shard_tokens=50, segment_bytes=64,
+                               tokenizer=tok)  # fmt: skip
+    ids = np.concatenate([np.asarray(read_token_file(tmp_path / "o" / s["name"]))
+                          for s in manifest["shards"]])  # fmt: skip
+    hf = Tokenizer.from_file(str(metaspace_first_json))
+    np.testing.assert_array_equal(ids, hf.encode("</s>".join(docs), add_special_tokens=False).ids)
