@@ -275,3 +275,28 @@ def test_a_tokenizer_that_starts_the_text_apart_runs_as_one_unit(metaspace_first
                           for s in manifest["shards"]])  # fmt: skip
     hf = Tokenizer.from_file(str(metaspace_first_json))
     np.testing.assert_array_equal(ids, hf.encode("</s>".join(docs), add_special_tokens=False).ids)
+
+
+@pytest.mark.tokenizer
+def test_gpt2_from_tiktokens_cache_is_tiktokens_gpt2():
+    """The fast read of tiktoken's cached files gives tiktoken's own GPT-2, rank for rank."""
+    import tiktoken
+
+    from flax_embed.tokenizer import _encoding_from_tiktoken_cache
+
+    fast = _encoding_from_tiktoken_cache()
+    if fast is None:
+        pytest.skip("GPT-2's files are not in tiktoken's cache (TIKTOKEN_CACHE_DIR)")
+    slow = tiktoken.Encoding(**tiktoken.registry.ENCODING_CONSTRUCTORS["gpt2"]())
+    assert fast._mergeable_ranks == slow._mergeable_ranks
+    assert (fast.name, fast._pat_str, fast._special_tokens, fast.n_vocab) == (
+        slow.name, slow._pat_str, slow._special_tokens, slow.n_vocab)  # fmt: skip
+
+
+def test_a_corrupt_tiktoken_cache_is_left_to_tiktoken(tmp_path, monkeypatch):
+    from flax_embed.tokenizer import _CACHE_NAMES, _encoding_from_tiktoken_cache
+
+    for name in _CACHE_NAMES.values():
+        (tmp_path / name).write_bytes(b"not GPT-2")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    assert _encoding_from_tiktoken_cache() is None
