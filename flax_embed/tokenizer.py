@@ -28,6 +28,7 @@ __all__ = [
     "ENDOFTEXT",
     "ENDOFTEXT_ID",
     "EOS_TOKENS",
+    "GPT2_IDENTITY",
     "GPT2_VOCAB_SIZE",
     "MAX_VOCAB",
     "Tokenizer",
@@ -207,6 +208,11 @@ _ENCODING_SHA256 = {
     "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
 }
+GPT2_IDENTITY = {
+    "name": "gpt2", "kind": "tiktoken", "sha256": "sha256:" + _SHA256["vocab.bpe"],
+    "vocab_size": GPT2_VOCAB_SIZE, "separator": ENDOFTEXT, "separator_id": ENDOFTEXT_ID,
+}  # fmt: skip
+"""``load_tokenizer("gpt2").identity``: what a manifest without a ``"tokenizer"`` field means."""
 CL100K_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
@@ -270,6 +276,11 @@ class Tokenizer:
         self.independent_documents = independent_documents
         self._pattern = pattern
         self._encode_one, self._encode_many = encode_one, encode_many
+
+    @property
+    def recorded_identity(self) -> dict | None:
+        """What a token file's sidecar records: None for GPT-2 (its files stay as they were)."""
+        return None if self.identity == GPT2_IDENTITY else self.identity
 
     @property
     def identity(self) -> dict:

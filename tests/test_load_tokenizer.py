@@ -300,3 +300,18 @@ def test_a_corrupt_tiktoken_cache_is_left_to_tiktoken(tmp_path, monkeypatch):
         (tmp_path / name).write_bytes(b"not GPT-2")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     assert _encoding_from_tiktoken_cache() is None
+
+
+@pytest.mark.tokenizer
+def test_sidecars_record_the_tokenizer_unless_it_is_gpt2(bpe_tokenizer_json, tmp_path):
+    from flax_embed.data.token_files import sidecar_path
+
+    src = write_jsonl(tmp_path / "d.jsonl", DOCS)
+    for spec, name in [("gpt2", "g.bin"), (str(bpe_tokenizer_json), "b.bin")]:
+        assert (
+            cli.main(["tokenize", str(src), "-o", str(tmp_path / name), "--tokenizer", spec]) == 0
+        )
+    gpt2 = json.loads(sidecar_path(tmp_path / "g.bin").read_text())
+    other = json.loads(sidecar_path(tmp_path / "b.bin").read_text())
+    assert "tokenizer" not in gpt2  # GPT-2's files are byte for byte what they were
+    assert other["tokenizer"] == load_tokenizer(bpe_tokenizer_json).identity

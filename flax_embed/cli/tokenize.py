@@ -120,7 +120,10 @@ def _run_single(args: argparse.Namespace, out: Path, workers: int, tok) -> int:
                     disable=total < PROGRESS_MIN_BYTES)  # fmt: skip
     try:
         # Made inside the `with`: an interrupt right after it is made still removes it.
-        with progress, TokenFileWriter(out, vocab_size=tok.n_vocab) as writer:
+        with (
+            progress,
+            TokenFileWriter(out, vocab_size=tok.n_vocab, tokenizer=tok.recorded_identity) as writer,
+        ):
             pieces = corpus.corpus_pieces(segments, args.field, eot=args.eot,
                                           progress=progress.update,
                                           separator=tok.separator)  # fmt: skip

@@ -65,7 +65,13 @@ from flax_embed.data.token_files import (
     sidecar_path,
     token_dtype,
 )
-from flax_embed.tokenizer import ENDOFTEXT_ID, GPT2_VOCAB_SIZE, Tokenizer, load_tokenizer
+from flax_embed.tokenizer import (
+    ENDOFTEXT_ID,
+    GPT2_IDENTITY,
+    GPT2_VOCAB_SIZE,
+    Tokenizer,
+    load_tokenizer,
+)
 
 __all__ = [
     "DEFAULT_SHARD_TOKENS",
@@ -281,13 +287,6 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict, Path]:
     return manifest, path.parent
 
 
-_GPT2_IDENTITY = {
-    "name": "gpt2", "kind": "tiktoken",
-    "sha256": "sha256:1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-    "vocab_size": GPT2_VOCAB_SIZE, "separator": "<|endoftext|>", "separator_id": ENDOFTEXT_ID,
-}  # fmt: skip
-
-
 def manifest_tokenizer(meta: dict) -> dict | None:
     """The tokenizer identity a manifest or sidecar records (``Tokenizer.identity``).
 
@@ -297,7 +296,7 @@ def manifest_tokenizer(meta: dict) -> dict | None:
     recorded = meta.get("tokenizer")
     if isinstance(recorded, dict):
         return recorded
-    return dict(_GPT2_IDENTITY) if meta.get("vocab_size") == GPT2_VOCAB_SIZE else None
+    return dict(GPT2_IDENTITY) if meta.get("vocab_size") == GPT2_VOCAB_SIZE else None
 
 
 def _same_tokenizer(a: dict, b: dict) -> bool:
@@ -459,7 +458,7 @@ def _run(runner, out, work, units, meta, shard_tokens, field, eot, unit_workers,
          progress, tok: Tokenizer) -> dict:  # fmt: skip
     # GPT-2's shards record no tokenizer in their sidecars: the same bytes as before it could
     # be chosen (readers take a sidecar without one for GPT-2's, manifest_tokenizer).
-    recorded = None if tok.identity == _GPT2_IDENTITY else tok.identity
+    recorded = tok.recorded_identity
     parts = [str(work / f"part-{i:05d}.bin") for i in range(len(units))]
     results: list[dict | None] = [None] * len(units)
     todo = []
