@@ -217,17 +217,22 @@ def test_a_tokenizer_pickles_as_its_spec(bpe_tokenizer_json):
     np.testing.assert_array_equal(again.encode(DOCS[0]), tok.encode(DOCS[0]))
 
 
-def test_the_data_path_imports_no_jax():
+def test_the_data_path_imports_no_jax(bpe_tokenizer_json, tmp_path):
+    src = write_jsonl(tmp_path / "d.jsonl", DOCS)
+    argv = ["tokenize", str(src), "-o", str(tmp_path / "o") + "/", "--tokenizer",
+            str(bpe_tokenizer_json)]  # fmt: skip
     code = (
         "import sys, contextlib, io\n"
         "import flax_embed.data\n"
         "from flax_embed.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['tokenize', '--help'])\n"
+        f"    assert main({argv!r}) == 0\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+    assert (tmp_path / "o" / MANIFEST).is_file()
 
 
 @pytest.fixture(scope="module")
