@@ -12,25 +12,76 @@ The pipeline, one subpackage a stage (imports go one way, left to right)::
 * ``cli``: the ``flax-embed`` command.
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
-from flax_embed import convert, data, distributed, layers, nnx, positions
 from flax_embed._deprecated import install as _install_deprecated_paths
-from flax_embed._deprecated import moved_name as __getattr__  # noqa: F401
-from flax_embed._validation import as_token_ids
-from flax_embed.convert import load_params, params_from_torch, params_to_torch, save_params
-from flax_embed.data import (
-    Batcher,
-    SlidingWindowDataset,
-    TokenFileError,
-    create_dataloader,
-    encode_parallel,
-    read_token_file,
-    sample_text,
-    write_token_file,
-)
-from flax_embed.layers import InputEmbedding
-from flax_embed.tokenizer import GPT2_VOCAB_SIZE, TokenizerUnavailableError, encode, gpt2_tokenizer
+from flax_embed._deprecated import moved_name as _moved_name
+
+# Loaded on first use (PEP 562), so that ``import flax_embed.data`` and ``flax-embed
+# tokenize`` load neither JAX nor Flax: the data pipeline is NumPy only.
+_SUBMODULES = frozenset({"convert", "data", "distributed", "layers", "nnx", "positions"})
+_NAMES = {
+    "as_token_ids": "flax_embed._validation",
+    "load_params": "flax_embed.convert",
+    "params_from_torch": "flax_embed.convert",
+    "params_to_torch": "flax_embed.convert",
+    "save_params": "flax_embed.convert",
+    "Batcher": "flax_embed.data",
+    "SlidingWindowDataset": "flax_embed.data",
+    "TokenFileError": "flax_embed.data",
+    "create_dataloader": "flax_embed.data",
+    "encode_parallel": "flax_embed.data",
+    "read_token_file": "flax_embed.data",
+    "sample_text": "flax_embed.data",
+    "write_token_file": "flax_embed.data",
+    "InputEmbedding": "flax_embed.layers",
+    "GPT2_VOCAB_SIZE": "flax_embed.tokenizer",
+    "TokenizerUnavailableError": "flax_embed.tokenizer",
+    "encode": "flax_embed.tokenizer",
+    "gpt2_tokenizer": "flax_embed.tokenizer",
+    "load_tokenizer": "flax_embed.tokenizer",
+}
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the names, eagerly
+    from flax_embed import convert, data, distributed, layers, nnx, positions
+    from flax_embed._validation import as_token_ids
+    from flax_embed.convert import load_params, params_from_torch, params_to_torch, save_params
+    from flax_embed.data import (
+        Batcher,
+        SlidingWindowDataset,
+        TokenFileError,
+        create_dataloader,
+        encode_parallel,
+        read_token_file,
+        sample_text,
+        write_token_file,
+    )
+    from flax_embed.layers import InputEmbedding
+    from flax_embed.tokenizer import (
+        GPT2_VOCAB_SIZE,
+        TokenizerUnavailableError,
+        encode,
+        gpt2_tokenizer,
+        load_tokenizer,
+    )
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"flax_embed.{name}")
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    else:
+        return _moved_name(name)  # deprecated names warn; others raise AttributeError
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 try:
     __version__ = version("flax-embed")
@@ -55,6 +106,7 @@ __all__ = [
     "encode_parallel",
     "gpt2_tokenizer",
     "layers",
+    "load_tokenizer",
     "load_params",
     "nnx",
     "params_from_torch",

@@ -11,9 +11,9 @@ at the ``jit`` boundary, before any code of ours sees them).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-from jax import numpy as jnp
-from jax.core import Tracer
 
 __all__ = [
     "as_token_ids",
@@ -30,11 +30,31 @@ __all__ = [
 ]
 
 
+_Tracer: type | None = None  # jax.core.Tracer, once JAX is loaded
+
+
+def _is_tracer(x) -> bool:
+    """Whether ``x`` is a JAX tracer, without importing JAX.
+
+    A tracer exists only once JAX is imported; while it is not, nothing is one. So
+    this module (and the data pipeline, which uses ``check_positive_int`` and
+    ``as_token_ids``) stays JAX-free: ``import flax_embed.data`` loads no JAX.
+    """
+    global _Tracer
+    if _Tracer is None:
+        if "jax" not in sys.modules:
+            return False
+        from jax.core import Tracer  # JAX is loaded already: no import cost
+
+        _Tracer = Tracer
+    return isinstance(x, _Tracer)
+
+
 def is_concrete(x) -> bool:
     """Whether ``x``'s values are known now (not a tracer inside ``jit``/``grad``)."""
     # A global array spread over several hosts is not a tracer, but its values are not
     # all here: it is checked like a traced one (shapes only).
-    return not isinstance(x, Tracer) and getattr(x, "is_fully_addressable", True)
+    return not _is_tracer(x) and getattr(x, "is_fully_addressable", True)
 
 
 def check_positive_int(
@@ -90,6 +110,8 @@ def check_float_dtype(name: str, dtype) -> None:
     """
     if dtype is None:
         return
+    from jax import numpy as jnp  # JAX's dtypes (bfloat16); only the layers call this
+
     try:
         ok = jnp.issubdtype(dtype, jnp.floating)
     except TypeError:
@@ -119,7 +141,7 @@ def as_token_ids(token_ids, *, vocab_size: int, name: str = "token_ids") -> np.n
       ValueError: an id outside ``[0, vocab_size)``, named with its index.
     """
     check_positive_int("vocab_size", vocab_size, maximum=2**31)
-    if isinstance(token_ids, Tracer):
+    if _is_tracer(token_ids):
         raise TypeError(f"{name} must be concrete: call as_token_ids outside jit/vmap")
     values = token_ids if hasattr(token_ids, "dtype") else np.asarray(token_ids)
     check_index_dtype(name, values)
@@ -157,7 +179,7 @@ def _batched_value(x):
     as under ``jit``. Under ``jit`` the value is a tracer too and None is returned.
     """
     for _ in range(64):  # nested vmaps
-        if not (isinstance(x, Tracer) and type(x).__name__ == "BatchTracer"):
+        if not (_is_tracer(x) and type(x).__name__ == "BatchTracer"):
             break
         x = getattr(x, "val", None)
     return x if x is not None and hasattr(x, "dtype") and is_concrete(x) else None

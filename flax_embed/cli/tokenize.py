@@ -4,8 +4,9 @@ Inputs are text, JSON Lines (``.jsonl``/``.json``, also ``.gz``/``.zst``), Parqu
 Hugging Face ``save_to_disk`` folder, folders and globs (``data.corpus``). The
 documents are streamed through ``iter_encode_parallel``, so neither the corpus nor
 its ids need to fit in memory, and the ids equal ``encode("<|endoftext|>".join(documents))``
-(``"".join`` with ``--no-eot``); a text file is one document, read as
-``cli._common.read_text`` reads it (UTF-8, universal newlines).
+(``"".join`` with ``--no-eot``; with ``--tokenizer SPEC``, that tokenizer's encoding of
+the documents joined by its separator, ``tokenizer.load_tokenizer``); a text file is one
+document, read as ``cli._common.read_text`` reads it (UTF-8, universal newlines).
 
 ``-o TOKENS.npy`` / ``-o TOKENS.bin`` writes one token file; ``-o DIR/`` (or
 ``--shard-tokens N``) writes shards and a manifest (``data.shards``), locally or on
@@ -23,7 +24,7 @@ from flax_embed.data import corpus
 from flax_embed.data.corpus import DEFAULT_FIELD, CorpusError
 from flax_embed.data.parallel_tokenize import default_workers, iter_encode_parallel
 from flax_embed.data.token_files import TokenFileError, TokenFileWriter, sidecar_path
-from flax_embed.tokenizer import TokenizerUnavailableError
+from flax_embed.tokenizer import TokenizerError, TokenizerUnavailableError, load_tokenizer
 
 __all__ = ["MAX_WORKERS", "PROGRESS_MIN_BYTES", "add_parser", "run"]
 
@@ -40,11 +41,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="tokenize a corpus into GPT-2 token files (.npy, .bin + .bin.json, or shards)",
         description="Tokenizes the documents of CORPUS... (UTF-8 text files, JSON Lines "
         ".jsonl/.json, optionally .gz or .zst, Parquet, a Hugging Face save_to_disk folder, "
-        "folders, globs) with GPT-2 BPE on every core and writes their ids, in order: to one "
-        "token file (uint16 ids as .npy, or raw .bin with a JSON sidecar), or with -o DIR/ to "
-        "shards DIR/tokens-00000.bin, ... and DIR/manifest.json. Documents are separated by "
-        "<|endoftext|> (id 50256). Writes are atomic: on any error no output is left that "
-        "looks complete; a sharded job re-run over the same DIR resumes.",
+        "folders, globs) with GPT-2 BPE (or --tokenizer SPEC) on every core and writes their "
+        "ids, in order: to one token file (uint16 ids as .npy, or raw .bin with a JSON sidecar; "
+        "uint32 for a vocabulary past 65,536), or with -o DIR/ to shards "
+        "DIR/tokens-00000.bin, ... and DIR/manifest.json. Documents are separated by "
+        "<|endoftext|> (id 50256; another tokenizer's end-of-text token, or --separator). "
+        "Writes are atomic: on any error no output is left that looks complete; a sharded "
+        "job re-run over the same DIR resumes.",
     )
     tokenize.add_argument("corpus", nargs="+", metavar="CORPUS",
                           help="input files, folders or glob patterns")  # fmt: skip
@@ -57,6 +60,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=DEFAULT_FIELD,
         help="the JSON/Parquet field holding each document (default: text)",
     )
+    tokenize.add_argument(
+        "--tokenizer", default="gpt2", metavar="SPEC",
+        help="a tiktoken encoding (gpt2, the default; r50k_base, p50k_base, cl100k_base, "
+        "o200k_base), a .tiktoken ranks file, or a Hugging Face tokenizer.json; token files "
+        "are uint16 when its vocabulary fits, else uint32",
+    )  # fmt: skip
+    tokenize.add_argument(
+        "--separator", default=None, metavar="TOKEN",
+        help="the token between documents (default: the tokenizer's end-of-text/EOS token)",
+    )  # fmt: skip
+    tokenize.add_argument(
+        "--pattern", default=None, metavar="PATTERN",
+        help="a .tiktoken file's pre-tokenizer: gpt2, cl100k_base (the default) or a regex",
+    )  # fmt: skip
     tokenize.add_argument(
         "--shard-tokens", type=int_option(1, 2**62), default=None, metavar="N",
         help="tokens per shard (implies a folder output; default 100,000,000)",
@@ -94,7 +111,7 @@ def _is_folder_output(args: argparse.Namespace) -> bool:
             or Path(args.out).is_dir())  # fmt: skip
 
 
-def _run_single(args: argparse.Namespace, out: Path, workers: int) -> int:
+def _run_single(args: argparse.Namespace, out: Path, workers: int, tok) -> int:
     from tqdm import tqdm
 
     if out.suffix not in (".npy", ".bin"):
@@ -108,10 +125,14 @@ def _run_single(args: argparse.Namespace, out: Path, workers: int) -> int:
                     disable=total < PROGRESS_MIN_BYTES)  # fmt: skip
     try:
         # Made inside the `with`: an interrupt right after it is made still removes it.
-        with progress, TokenFileWriter(out) as writer:
+        with (
+            progress,
+            TokenFileWriter(out, vocab_size=tok.n_vocab, tokenizer=tok.recorded_identity) as writer,
+        ):
             pieces = corpus.corpus_pieces(segments, args.field, eot=args.eot,
-                                          progress=progress.update)  # fmt: skip
-            for ids_N in iter_encode_parallel(pieces, workers=workers):
+                                          progress=progress.update,
+                                          separator=tok.separator)  # fmt: skip
+            for ids_N in iter_encode_parallel(pieces, workers=workers, tokenizer=tok):
                 writer.write(ids_N)
     except OSError as e:
         raise write_error(out, e) from None
@@ -120,7 +141,7 @@ def _run_single(args: argparse.Namespace, out: Path, workers: int) -> int:
     return 0
 
 
-def _run_sharded(args: argparse.Namespace, out: Path, workers: int) -> int:
+def _run_sharded(args: argparse.Namespace, out: Path, workers: int, tok) -> int:
     from flax_embed.data.shards import (
         DEFAULT_SHARD_TOKENS,
         OutputError,
@@ -147,7 +168,7 @@ def _run_sharded(args: argparse.Namespace, out: Path, workers: int) -> int:
         manifest = tokenize_corpus(paths, out, shard_tokens=shard_tokens, field=args.field,
                                    eot=args.eot, workers=workers, runner=runner,
                                    progress=total >= PROGRESS_MIN_BYTES,
-                                   verify_inputs=args.verify_inputs)  # fmt: skip
+                                   verify_inputs=args.verify_inputs, tokenizer=tok)  # fmt: skip
     except (OutputError, TokenFileError) as e:
         raise CLIError(str(e)) from None
     except OSError as e:
@@ -167,10 +188,9 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers or default_workers()
     out = Path(args.out)
     try:
+        tok = load_tokenizer(args.tokenizer, separator=args.separator, pattern=args.pattern)
         if _is_folder_output(args):
-            return _run_sharded(args, out, workers)
-        return _run_single(args, out, workers)
-    except CorpusError as e:
-        raise CLIError(str(e)) from None
-    except TokenizerUnavailableError as e:
+            return _run_sharded(args, out, workers, tok)
+        return _run_single(args, out, workers, tok)
+    except (CorpusError, TokenizerError, TokenizerUnavailableError) as e:
         raise CLIError(str(e)) from None

@@ -657,9 +657,10 @@ class DocumentCount:
         self.documents = 0
 
 
-def _joined(docs: Iterator[str], counter: DocumentCount, eot: bool) -> Iterator[str]:
-    """``docs`` joined by ``<|endoftext|>`` (or nothing), as pieces of about _PIECE_CHARS."""
-    sep = ENDOFTEXT if eot else ""
+def _joined(docs: Iterator[str], counter: DocumentCount, eot: bool,
+            separator: str = ENDOFTEXT) -> Iterator[str]:  # fmt: skip
+    """``docs`` joined by ``separator`` (or nothing), as pieces of about _PIECE_CHARS."""
+    sep = separator if eot else ""
     batch: list[str] = []
     chars = 0
     for doc in docs:
@@ -682,8 +683,9 @@ def segment_pieces(
     eot: bool = True,
     counter: DocumentCount | None = None,
     progress: Progress = _no_progress,
+    separator: str = ENDOFTEXT,
 ) -> Iterator[str]:
-    """Text pieces whose concatenation is ``"<|endoftext|>".join(documents of seg)``.
+    """Text pieces whose concatenation is ``separator.join(documents of seg)``.
 
     With ``eot=False`` the documents are joined by nothing. ``counter.documents``
     counts the documents produced (a text file is one document, even when empty).
@@ -692,13 +694,13 @@ def segment_pieces(
     counter = DocumentCount() if counter is None else counter
     if seg.kind == "txt":
         if counter.documents and eot:
-            yield ENDOFTEXT
+            yield separator
         counter.documents += 1
         yield from _text_pieces(seg, progress)
         return
     read = {"jsonl": _jsonl_documents, "parquet": _parquet_documents, "hf": _hf_documents}
     docs = read[seg.kind](seg, field, progress)
-    yield from _joined(docs, counter, eot)
+    yield from _joined(docs, counter, eot, separator)
 
 
 def corpus_pieces(
@@ -708,15 +710,17 @@ def corpus_pieces(
     eot: bool = True,
     counter: DocumentCount | None = None,
     progress: Progress = _no_progress,
+    separator: str = ENDOFTEXT,
 ) -> Iterator[str]:
-    """The pieces of several segments, in order: ``"<|endoftext|>".join`` of all their documents."""
+    """The pieces of several segments, in order: ``separator.join`` of all their documents."""
     counter = DocumentCount() if counter is None else counter
     for seg in segments:
         before = counter.documents
         inner = DocumentCount()
         for i, piece in enumerate(segment_pieces(seg, field, eot=eot, counter=inner,
-                                                 progress=progress)):  # fmt: skip
+                                                 progress=progress,
+                                                 separator=separator)):  # fmt: skip
             if i == 0 and before and eot:
-                yield ENDOFTEXT
+                yield separator
             yield piece
         counter.documents = before + inner.documents

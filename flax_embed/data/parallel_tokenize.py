@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from flax_embed._validation import check_positive_int
-from flax_embed.tokenizer import ENDOFTEXT, encode, gpt2_tokenizer
+from flax_embed.tokenizer import ENDOFTEXT, Tokenizer, encode, gpt2_tokenizer
 
 __all__ = [
     "DEFAULT_CHUNK_CHARS",
@@ -96,21 +96,48 @@ def _next_safe_boundary(text: str, start: int) -> int | None:
     return None
 
 
-def chunk_boundaries(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS) -> list[int]:
+def _next_separator(separator: str) -> Callable[[str, int], int | None]:
+    """The first ``p >= start`` (``0 < p < len(text)``) where ``separator`` starts, or None."""
+
+    def find(text: str, start: int) -> int | None:
+        p = text.find(separator, max(start, 1))
+        return None if p < 0 else p
+
+    return find
+
+
+def _no_boundary(text: str, start: int) -> None:
+    return None
+
+
+def _boundary_rule(tokenizer: Tokenizer | None) -> Callable[[str, int], int | None]:
+    """How a tokenizer's text may be cut (``Tokenizer.cut_at_whitespace`` and co)."""
+    if tokenizer is None or tokenizer.cut_at_whitespace:
+        return _next_safe_boundary
+    if tokenizer.cut_before_separator:
+        return _next_separator(tokenizer.separator)
+    return _no_boundary
+
+
+def chunk_boundaries(
+    text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS, *, tokenizer: Tokenizer | None = None
+) -> list[int]:
     """Where ``encode_parallel`` cuts ``text``: ``[0, p1, ..., len(text)]``.
 
     Each inner ``p`` is the first safe boundary (see the module docstring) at least
     ``chunk_chars`` characters after the previous one, so chunks are at least
     ``chunk_chars`` long (the last one may be shorter) and
     ``concat(encode(text[a:b]) for a, b in pairs) == encode(text)``.
+
+    For a ``tokenizer`` whose pre-tokenizer is not GPT-2's (``cl100k_base``, most
+    ``tokenizer.json`` files), a safe boundary is right before its separator instead: the
+    library splits the separator out of the text before anything else, so the pieces
+    around it are encoded alone either way (and the piece after a cut starts with the
+    separator, never at the start of the text, which some pre-tokenizers treat apart).
+    A tokenizer that allows neither (``Tokenizer.cut_before_separator`` false) is not cut.
     """
     chunk_chars = check_positive_int("chunk_chars", chunk_chars)
-    bounds = [0]
-    while (p := _next_safe_boundary(text, bounds[-1] + chunk_chars)) is not None:
-        bounds.append(p)
-    if len(text) > 0:
-        bounds.append(len(text))
-    return bounds
+    return _cut(text, chunk_chars, _boundary_rule(tokenizer))
 
 
 def _encoder(bpe_dir) -> Callable[[str], np.ndarray]:
@@ -134,6 +161,7 @@ def iter_encode_parallel(
     workers: int | None = None,
     bpe_dir: str | os.PathLike[str] | None = None,
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
+    tokenizer: Tokenizer | None = None,
 ) -> Iterator[np.ndarray]:
     """Encodes the concatenation of ``pieces`` as it streams in, on ``workers`` threads.
 
@@ -142,14 +170,19 @@ def iter_encode_parallel(
     piece's text up to its last safe boundary is encoded, the rest is carried over
     to the next piece. Use it to tokenize a corpus read in blocks.
 
+    Args:
+      tokenizer: a ``load_tokenizer`` tokenizer (then ``bpe_dir`` is not used); the ids
+        equal its ``encode("".join(pieces))``. Default: GPT-2 (``gpt2_tokenizer(bpe_dir)``).
+
     Yields:
-      int32 id arrays, in order.
+      int32 id arrays, in order (int64 for a vocabulary past 2**31 ids).
     """
     workers = default_workers() if workers is None else check_positive_int("workers", workers)
     chunk_chars = check_positive_int("chunk_chars", chunk_chars)
-    encode_chunk = _encoder(bpe_dir)
+    encode_chunk = _encoder(bpe_dir) if tokenizer is None else tokenizer.encode
+    next_boundary = _boundary_rule(tokenizer)
     if workers == 1:
-        for chunk in _chunks(pieces, chunk_chars):
+        for chunk in _chunks(pieces, chunk_chars, next_boundary):
             yield encode_chunk(chunk)
         return
     # Chunks are submitted as soon as they are cut, across piece boundaries, with up to
@@ -160,7 +193,7 @@ def iter_encode_parallel(
     limit = IN_FLIGHT_PER_WORKER * workers
     with ThreadPoolExecutor(workers) as pool:
         try:
-            for chunk in _chunks(pieces, chunk_chars):
+            for chunk in _chunks(pieces, chunk_chars, next_boundary):
                 in_flight.append(pool.submit(encode_chunk, chunk))
                 while len(in_flight) >= limit or (in_flight and in_flight[0].done()):
                     yield in_flight.popleft().result()
@@ -171,10 +204,13 @@ def iter_encode_parallel(
                 future.cancel()
 
 
-def _chunks(pieces: Iterable[str], chunk_chars: int) -> Iterator[str]:
+def _chunks(
+    pieces: Iterable[str], chunk_chars: int, next_boundary: Callable[[str, int], int | None]
+) -> Iterator[str]:
     """The chunks of ``"".join(pieces)`` cut at safe boundaries, as the pieces stream in."""
     pending: list[str] = []  # the carried-over text, then pieces not cut yet
     pending_chars = 0
+    enough = 2 * chunk_chars  # pending text worth searching for a boundary
     pieces = iter(pieces)
     piece = next(pieces, None)
     while piece is not None:
@@ -183,18 +219,30 @@ def _chunks(pieces: Iterable[str], chunk_chars: int) -> Iterator[str]:
         following = next(pieces, None)
         pending.append(piece)
         pending_chars += len(piece)
-        if following is not None and pending_chars < 2 * chunk_chars:
+        if following is not None and pending_chars < enough:
             piece = following  # too little text for a chunk yet: join it later, once
             continue
         text = "".join(pending)
-        bounds = chunk_boundaries(text, chunk_chars)
+        bounds = _cut(text, chunk_chars, next_boundary)
         if following is not None:  # the text after the last boundary may continue
             carry = text[bounds[-2] :] if len(bounds) > 1 else ""
             bounds = bounds[:-1]
             pending, pending_chars = [carry], len(carry)
+            # No boundary found: search again only once the text has doubled (a long
+            # run without one is joined O(n log n), not O(n^2), times).
+            enough = 2 * chunk_chars if len(bounds) > 1 else 2 * pending_chars
         for a, b in itertools.pairwise(bounds):
             yield text[a:b]
         piece = following
+
+
+def _cut(text: str, chunk_chars: int, next_boundary: Callable[[str, int], int | None]) -> list[int]:
+    bounds = [0]
+    while (p := next_boundary(text, bounds[-1] + chunk_chars)) is not None:
+        bounds.append(p)
+    if len(text) > 0:
+        bounds.append(len(text))
+    return bounds
 
 
 def encode_parallel(
@@ -203,6 +251,7 @@ def encode_parallel(
     workers: int | None = None,
     bpe_dir: str | os.PathLike[str] | None = None,
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
+    tokenizer: Tokenizer | None = None,
 ) -> np.ndarray:
     """``encode(text)`` on ``workers`` threads: the same ids, faster on long texts.
 
@@ -219,6 +268,7 @@ def encode_parallel(
       bpe_dir: as in ``gpt2_tokenizer``.
       chunk_chars: the least characters per chunk (see ``chunk_boundaries``); texts
         shorter than two chunks are encoded in one call.
+      tokenizer: as in ``iter_encode_parallel`` (default: GPT-2).
 
     Returns:
       The GPT-2 token ids, an int32 array of shape ``(N,)``.
@@ -226,5 +276,5 @@ def encode_parallel(
     if not isinstance(text, str):
         raise TypeError(f"encode_parallel() takes a str, got {type(text).__name__}")
     parts = list(iter_encode_parallel([text], workers=workers, bpe_dir=bpe_dir,
-                                      chunk_chars=chunk_chars))  # fmt: skip
+                                      chunk_chars=chunk_chars, tokenizer=tokenizer))  # fmt: skip
     return np.concatenate(parts) if parts else np.zeros(0, np.int32)

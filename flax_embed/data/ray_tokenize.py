@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 
 from flax_embed.data.corpus import CorpusError
 from flax_embed.data.shards import ShardJob, UnitJob, run_shard, run_unit
+from flax_embed.tokenizer import TokenizerError, TokenizerUnavailableError
 
 __all__ = ["CONNECT_TIMEOUT", "RayConnectError", "RayRunner", "check_address"]
 
@@ -136,7 +137,8 @@ class RayRunner:
                         result = ray.get(ref)
                     except ray.exceptions.RayTaskError as e:
                         cause = getattr(e, "cause", None)
-                        if isinstance(cause, (CorpusError, OSError)):
+                        if isinstance(cause, (CorpusError, OSError, TokenizerError,
+                                              TokenizerUnavailableError)):  # fmt: skip
                             raise cause from None
                         raise
                     yield refs[ref], result

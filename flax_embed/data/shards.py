@@ -81,7 +81,13 @@ from flax_embed.data.token_files import (
     sidecar_path,
     token_dtype,
 )
-from flax_embed.tokenizer import ENDOFTEXT_ID, GPT2_VOCAB_SIZE
+from flax_embed.tokenizer import (
+    ENDOFTEXT_ID,
+    GPT2_IDENTITY,
+    GPT2_VOCAB_SIZE,
+    Tokenizer,
+    load_tokenizer,
+)
 
 __all__ = [
     "DEFAULT_SHARD_TOKENS",
@@ -90,6 +96,7 @@ __all__ = [
     "OutputError",
     "ShardedTokenDataset",
     "file_sha256",
+    "manifest_tokenizer",
     "output_paths",
     "read_manifest",
     "shard_name",
@@ -147,15 +154,19 @@ class UnitJob:
     eot: bool
     workers: int
     vocab_size: int = GPT2_VOCAB_SIZE
+    tokenizer: Tokenizer | None = None
+    """None: GPT-2 (``gpt2_tokenizer``); a ``Tokenizer`` pickles as its spec (Ray)."""
 
 
 def run_unit(job: UnitJob, progress: Callable[[int], object] | None = None) -> dict:
     """Writes a unit's ids to ``job.part``; returns ``{"tokens", "documents", "sha256"}``."""
     counter = DocumentCount()
+    tok = job.tokenizer
     pieces = corpus_pieces(job.segments, job.field, eot=job.eot, counter=counter,
-                           progress=progress or (lambda n: None))  # fmt: skip
+                           progress=progress or (lambda n: None),
+                           **({} if tok is None else {"separator": tok.separator}))  # fmt: skip
     with TokenFileWriter(job.part, vocab_size=job.vocab_size) as writer:
-        for ids_N in iter_encode_parallel(pieces, workers=job.workers):
+        for ids_N in iter_encode_parallel(pieces, workers=job.workers, tokenizer=tok):
             writer.write(ids_N)
     return {"tokens": writer.count, "documents": counter.documents,
             "sha256": file_sha256(job.part)}  # fmt: skip
@@ -168,12 +179,16 @@ class ShardJob:
     path: str
     spans: tuple[tuple[str | None, int, int], ...]
     vocab_size: int = GPT2_VOCAB_SIZE
+    separator_id: int = ENDOFTEXT_ID
+    tokenizer: dict | None = None
+    """The identity recorded in the shard's sidecar (None for GPT-2: none, as before)."""
 
 
 def run_shard(job: ShardJob) -> dict:
     """Writes one shard; returns ``{"name", "tokens", "sha256"}``."""
-    eot = np.array([ENDOFTEXT_ID], np.int64)
-    with TokenFileWriter(job.path, vocab_size=job.vocab_size) as writer:
+    eot = np.array([job.separator_id], np.int64)
+    with TokenFileWriter(job.path, vocab_size=job.vocab_size,
+                         tokenizer=job.tokenizer) as writer:  # fmt: skip
         for part, start, stop in job.spans:
             if part is None:
                 writer.write(eot)
@@ -355,6 +370,43 @@ def _check_pair(path: Path, tokens: int, sha256: str | None) -> None:
                              "sidecar, or a pair put together from two files)")  # fmt: skip
 
 
+def manifest_tokenizer(meta: dict) -> dict | None:
+    """The tokenizer identity a manifest or sidecar records (``Tokenizer.identity``).
+
+    One without a ``"tokenizer"`` field was written before the tokenizer could be
+    chosen: GPT-2's, if its ``vocab_size`` is GPT-2's (else None: unknown).
+    """
+    recorded = meta.get("tokenizer")
+    if isinstance(recorded, dict):
+        return recorded
+    return dict(GPT2_IDENTITY) if meta.get("vocab_size") == GPT2_VOCAB_SIZE else None
+
+
+def _same_tokenizer(a: dict, b: dict) -> bool:
+    keys = ("sha256", "vocab_size", "separator_id")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _describe(identity: dict) -> str:
+    return f"{identity.get('name')} ({identity.get('sha256')}, {identity.get('vocab_size')} ids)"
+
+
+def _refuse_other_tokenizer(out: Path, identity: dict) -> None:
+    """CorpusError if ``out`` holds (or is making) another tokenizer's shards."""
+    for path in (out / MANIFEST, out / WORK_DIR / "plan.json"):
+        found = _read_json(path)
+        if isinstance(found, dict) and isinstance(found.get("meta"), dict):
+            found = found["meta"]
+        if not isinstance(found, dict):
+            continue
+        other = manifest_tokenizer(found)
+        if other is not None and not _same_tokenizer(other, identity):
+            raise CorpusError(
+                f"{out}: holds the shards of another tokenizer, {_describe(other)}, not "
+                f"{_describe(identity)}; write them to another folder (or delete {out})"
+            )
+
+
 def verify_shard(folder: Path, entry: dict, *, checksum: bool = True) -> None:
     """Raises TokenFileError naming the shard if it or its sidecar disagrees with ``entry``.
 
@@ -532,6 +584,7 @@ def tokenize_corpus(
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     progress: bool = False,
     verify_inputs: bool = False,
+    tokenizer: Tokenizer | str | None = None,
 ) -> dict:
     """Tokenizes a corpus into ``out_dir/tokens-XXXXX.bin`` shards and ``manifest.json``.
 
@@ -548,6 +601,10 @@ def tokenize_corpus(
       progress: show a tqdm bar on stderr (bytes locally, units and shards on Ray).
       verify_inputs: record each input's sha256 and compare it on reruns (reads the
         inputs once more); else inputs are identified by path, size and ``mtime_ns``.
+      tokenizer: a ``load_tokenizer`` tokenizer or spec (default ``"gpt2"``); documents are
+        joined by its separator, the manifest records its identity (``"tokenizer"``), and a
+        folder holding another tokenizer's shards is refused. A tokenizer whose documents
+        are not independent (``Tokenizer.independent_documents``) runs as one unit.
 
     Returns:
       The manifest (also written to ``out_dir/manifest.json``).
@@ -561,6 +618,7 @@ def tokenize_corpus(
     """
     shard_tokens = check_positive_int("shard_tokens", shard_tokens)
     segment_bytes = check_positive_int("segment_bytes", segment_bytes)
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer or "gpt2")
     runner = LocalRunner(workers) if runner is None else runner
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -568,8 +626,9 @@ def tokenize_corpus(
     paths = expand_inputs(inputs, exclude=output_paths(out))
     identities = [input_identity(p, sha256=verify_inputs) for p in paths]
     segments = plan_segments(paths, target_bytes=segment_bytes)
-    units = [(s,) for s in segments] if eot else [tuple(segments)]
-    vocab = GPT2_VOCAB_SIZE
+    split = eot and tok.independent_documents
+    units = [(s,) for s in segments] if split else [tuple(segments)]
+    vocab = tok.n_vocab
     meta = {
         "format": MANIFEST_FORMAT,
         "version": 2,
@@ -578,20 +637,23 @@ def tokenize_corpus(
         "shard_tokens": shard_tokens,
         "field": field,
         "eot": eot,
+        "tokenizer": tok.identity,
     }
     plan = {"format": WORK_FORMAT, "meta": meta, "inputs": identities,
             "segment_bytes": segment_bytes,
             "units": [[dataclasses.asdict(s) for s in u] for u in units]}  # fmt: skip
     plan = json.loads(json.dumps(plan))
-    # The job: what the output depends on (options and inputs, not how the work is cut).
+    # The job: what the output depends on (options, tokenizer and inputs, not how the work
+    # is cut).
     job = json.dumps([meta, identities], sort_keys=True).encode()
     plan["job"] = hashlib.sha256(job).hexdigest()[:16]
+    _refuse_other_tokenizer(out, tok.identity)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         with _locked(out):
             return _tokenize_locked(runner, out, plan, units, sum(i["bytes"] for i in identities),
-                                    progress)  # fmt: skip
+                                    progress, tok)  # fmt: skip
     finally:
         if created:
             with contextlib.suppress(OSError):
@@ -599,7 +661,7 @@ def tokenize_corpus(
 
 
 def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
-                     progress: bool) -> dict:  # fmt: skip
+                     progress: bool, tok: Tokenizer) -> dict:  # fmt: skip
     work = out / WORK_DIR
     old = _owned_manifest(out)
     old_plan = _owned_work(work)
@@ -636,7 +698,7 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
         work.mkdir()
         atomic_write_json(work / "plan.json", plan)
     try:
-        manifest = _run(runner, work, units, plan, total_bytes, progress)
+        manifest = _run(runner, work, units, plan, total_bytes, progress, tok)
         now = [input_identity(i["path"]) for i in plan["inputs"]]  # size and mtime only
         for before, after in zip(plan["inputs"], now, strict=True):
             if not _same_inputs([before], [after]):
@@ -651,10 +713,14 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
     return _publish(out, work, commit)
 
 
-def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool) -> dict:
+def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool,
+         tok: Tokenizer) -> dict:  # fmt: skip
     meta = plan["meta"]
     shard_tokens, field, eot = meta["shard_tokens"], meta["field"], meta["eot"]
     unit_workers = getattr(runner, "workers", 1)
+    # GPT-2's shards record no tokenizer in their sidecars: the same bytes as before it could
+    # be chosen (readers take a sidecar without one for GPT-2's, manifest_tokenizer).
+    recorded = tok.recorded_identity
     parts = [str(work / f"part-{i:05d}.bin") for i in range(len(units))]
     results: list[dict | None] = [None] * len(units)
     todo = []
@@ -663,7 +729,7 @@ def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool
         if _valid(Path(parts[i]), record):
             results[i] = record
         else:
-            todo.append((i, UnitJob(unit, parts[i], field, eot, unit_workers)))
+            todo.append((i, UnitJob(unit, parts[i], field, eot, unit_workers, tok.n_vocab, tok)))
     by_bytes = runner.progress_unit == "B"
     done_bytes = sum(s.nbytes for i, u in enumerate(units) if results[i] for s in u)
     with _progress_bar(total_bytes if by_bytes else len(todo), runner.progress_unit,
@@ -690,7 +756,8 @@ def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool
         ):
             shards[k] = record
         else:
-            todo_shards.append((k, ShardJob(str(work / names[k]), shard_spans)))
+            todo_shards.append((k, ShardJob(str(work / names[k]), shard_spans, tok.n_vocab,
+                                            tok.separator_id, recorded)))  # fmt: skip
     with _progress_bar(len(todo_shards), "shard", progress and not by_bytes) as bar:
         for k, result in runner.run_shards(todo_shards, bar):
             atomic_write_json(work / f"shard-{k:05d}.done.json", result)
@@ -744,6 +811,8 @@ class ShardedTokenDataset:
         self.max_length = check_positive_int("max_length", max_length)
         self.stride = check_positive_int("stride", stride)
         self.paths = [Path(p) for p in paths]
+        # vocab_size: as given (from_files: the manifest's), else the files' largest, so that
+        # InputEmbedding(vocab_size=dataset.vocab_size, ...) fits the ids.
         self.vocab_size, self.dtype = vocab_size, dtype
         self.checksums = None if checksums is None else list(checksums)
         if not self.paths:
@@ -754,9 +823,10 @@ class ShardedTokenDataset:
         self._fds: list[int] = []
         self._dtypes: list[np.dtype] = []
         self._data_offsets: list[int] = []
-        counts = []
+        counts, vocabs = [], []
         for path in self.paths:
             ids, vocab = open_token_file(path, vocab_size, check_ids, **kwargs)
+            vocabs.append(vocab)
             if ids.dtype == np.uint32 and vocab > 2**31:
                 raise ValueError(f"{path}: vocab_size {vocab} > 2**31 ids do not fit int32")
             self._dtypes.append(ids.dtype)
@@ -766,6 +836,8 @@ class ShardedTokenDataset:
         self._fds = [os.open(p, os.O_RDONLY) for p in self.paths]
         info = zip(self._fds, self._dtypes, self._data_offsets, strict=True)
         self._file_info = [(fd, dt, dt.itemsize, off) for fd, dt, off in info]
+        if self.vocab_size is None:
+            self.vocab_size = max(vocabs)
         self._offsets = np.cumsum([0, *counts]).tolist()
         n = self._offsets[-1]
         if n < self.max_length + 1:
@@ -912,5 +984,23 @@ def open_shards(
             vocab_size = manifest["vocab_size"]
     else:
         paths = [target]
+    _check_one_tokenizer(paths)
     return ShardedTokenDataset(paths, max_length, stride, vocab_size=vocab_size,
                                check_ids=check_ids, dtype=dtype, checksums=checksums)  # fmt: skip
+
+
+def _check_one_tokenizer(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """ValueError if the sidecars of ``paths`` record different tokenizers (``.npy``: none)."""
+    first: tuple[dict, Path] | None = None
+    for p in map(Path, paths):
+        meta = _read_json(sidecar_path(p)) if p.suffix == ".bin" else None
+        identity = manifest_tokenizer(meta) if isinstance(meta, dict) else None
+        if identity is None:
+            continue
+        if first is None:
+            first = identity, p
+        elif not _same_tokenizer(first[0], identity):
+            raise ValueError(
+                f"{p}: tokenized with {_describe(identity)}, but {first[1]} with "
+                f"{_describe(first[0])}; one dataset takes one tokenizer's ids"
+            )

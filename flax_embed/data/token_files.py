@@ -123,10 +123,14 @@ class TokenFileWriter:
     Args:
       path: the target, ending in ``.npy`` or ``.bin`` (``.bin`` gets a ``.bin.json`` sidecar).
       vocab_size: ids must lie in ``[0, vocab_size)``; it also picks the dtype (``token_dtype``).
+      tokenizer: the tokenizer's identity (``Tokenizer.identity``), recorded in a ``.bin``'s
+        sidecar as ``"tokenizer"`` (None, e.g. GPT-2's default, records none).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, vocab_size: int = GPT2_VOCAB_SIZE):
+    def __init__(self, path: str | os.PathLike[str], *, vocab_size: int = GPT2_VOCAB_SIZE,
+                 tokenizer: dict | None = None):  # fmt: skip
         self.path = Path(path)
+        self.tokenizer = tokenizer
         self.layout = _layout_of(self.path)
         self.dtype = token_dtype(vocab_size)
         self.vocab_size = int(vocab_size)
@@ -229,6 +233,7 @@ class TokenFileWriter:
             "bytes": self.count * self.dtype.itemsize,
             "crc32": self._crc32,
             "complete": True,
+            **({} if self.tokenizer is None else {"tokenizer": self.tokenizer}),
         }
 
     def __enter__(self) -> TokenFileWriter:

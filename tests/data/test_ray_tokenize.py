@@ -179,3 +179,22 @@ def test_the_cli_on_a_cluster_started_with_ray_start(tmp_path, inputs):
     manifest = json.loads((tmp_path / "o" / MANIFEST).read_text())
     ids = np.concatenate([read_token_file(tmp_path / "o" / s["name"]) for s in manifest["shards"]])
     np.testing.assert_array_equal(ids, encode(ENDOFTEXT.join(docs)))
+
+
+@pytest.mark.parametrize("fixture", ["bpe_tokenizer_json", "big_tokenizer_json"])
+def test_ray_equals_local_for_a_tokenizer_json(cluster, inputs, tmp_path, fixture, request):
+    """Byte-identical shards and manifest for a tokenizer.json (uint16 and uint32 ids)."""
+    from flax_embed.data.ray_tokenize import RayRunner
+
+    spec = request.getfixturevalue(fixture)
+    paths, _ = inputs
+    kwargs = dict(shard_tokens=70, segment_bytes=300, tokenizer=spec)
+    runner = RayRunner()
+    try:
+        remote = tokenize_corpus(paths, tmp_path / "ray", runner=runner, **kwargs)
+    finally:
+        runner.close()
+    local = tokenize_corpus(paths, tmp_path / "local", **kwargs)
+    assert remote == local and remote["tokenizer"]["name"] == "tokenizer.json"
+    for name in [MANIFEST, *(s["name"] for s in local["shards"])]:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()

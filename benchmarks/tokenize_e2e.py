@@ -1,0 +1,264 @@
+"""Tokenize end to end: whole processes, as a user runs them, side by side in one run.
+
+The corpus is the bundled sample text cut into ~4 KB documents, repeated to 60 MB
+(``--quick``: 300 KB) and written once as ``corpus.txt`` (documents joined by
+``<|endoftext|>``) and ``corpus.jsonl``. Each variant is a fresh ``python`` process
+(start-up, imports and tokenizer loading included), timed interleaved (medians), with
+its CPU time (user + system, of the process and its children) and its peak resident
+memory (``ru_maxrss``):
+
+1. start-up: ``flax-embed tokenize --help``, and a one-line file tokenized to ``.npy``;
+2. for GPT-2 and for a ``tokenizer.json`` (a byte-level BPE trained here with the
+   ``tokenizers`` trainer, or ``--tokenizer-json PATH``, e.g. Llama 3's):
+
+   * ``flax-embed tokenize corpus.txt -o out.bin`` against one single-threaded call of
+     the same tokenizer on the whole text (tiktoken ``encode_to_numpy``,
+     ``tokenizers.Tokenizer.encode``), the ids saved with ``np.save``: wall time
+     (target ≥ 1.7x on 2 cores), CPU time (target ≤ 1.15x the one call's), ids identical;
+   * ``--workers 1`` and ``--workers N``: how throughput scales with cores;
+   * what users do today on the same documents: nanoGPT's ``prepare.py`` pattern
+     (``datasets.Dataset.map(num_proc=N)`` then ``np.memmap``), and the library's own
+     batch call (``tokenizers`` ``encode_batch``, tiktoken ``encode_ordinary_batch``),
+     whose parallelism is in Rust.
+
+Rows are printed for ``run.py`` (section ``tokenize-e2e``); targets are judged only at
+full size.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, Row, emit, fmt_bytes, fmt_time, sample_text
+
+SECTION = "tokenize-e2e"
+SEP = "<|endoftext|>"
+
+ONE_CALL = """
+import sys, numpy as np
+kind, spec, src, out = sys.argv[1:]
+text = open(src, encoding="utf-8").read()
+if kind == "gpt2":
+    from flax_embed.tokenizer import gpt2_tokenizer
+    ids = gpt2_tokenizer().encode_to_numpy(text, allowed_special={"<|endoftext|>"})
+else:
+    from tokenizers import Tokenizer
+    ids = np.asarray(Tokenizer.from_file(spec).encode(text, add_special_tokens=False).ids)
+np.save(out, ids.astype(np.uint16 if ids.max(initial=0) < 2**16 else np.uint32))
+"""
+
+LIBRARY_BATCH = """
+import json, sys, numpy as np
+kind, spec, src, out, workers = sys.argv[1:]
+docs = [json.loads(line)["text"] for line in open(src, encoding="utf-8")]
+if kind == "gpt2":
+    from flax_embed.tokenizer import gpt2_tokenizer
+    batch = gpt2_tokenizer().encode_ordinary_batch(docs, num_threads=int(workers))
+else:
+    from tokenizers import Tokenizer
+    batch = [e.ids for e in Tokenizer.from_file(spec).encode_batch(docs,
+                                                                    add_special_tokens=False)]
+sep = {sep_id}
+ids = [i for k, doc in enumerate(batch) for i in ([sep] if k else []) + doc]
+np.save(out, np.asarray(ids, np.uint32 if max(ids) >= 2**16 else np.uint16))
+"""
+
+NANOGPT = """
+import sys, numpy as np, datasets
+kind, spec, src, out, workers = sys.argv[1:]
+datasets.disable_progress_bars()
+ds = datasets.load_dataset("json", data_files=src, split="train", cache_dir=out + ".cache")
+if kind == "gpt2":
+    from flax_embed.tokenizer import gpt2_tokenizer
+    enc = gpt2_tokenizer()
+    def process(example):  # nanoGPT's data/openwebtext/prepare.py
+        return {"ids": enc.encode_ordinary(example["text"])}
+else:
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(spec)
+    def process(example):
+        return {"ids": tok.encode(example["text"], add_special_tokens=False).ids}
+ds = ds.map(process, remove_columns=["text"], num_proc=int(workers))
+n = sum(len(i) for i in ds["ids"]) + len(ds) - 1
+arr = np.memmap(out, dtype=np.uint16, mode="w+", shape=(n,))
+pos, sep = 0, {sep_id}
+for k, ids in enumerate(ds["ids"]):
+    if k:
+        arr[pos] = sep
+        pos += 1
+    arr[pos : pos + len(ids)] = ids
+    pos += len(ids)
+arr.flush()
+"""
+
+
+def documents(min_chars: int) -> list[str]:
+    """The sample text cut at paragraph ends into ~4 KB documents, repeated to ``min_chars``."""
+    text = sample_text()
+    docs, start = [], 0
+    while start < len(text):
+        end = text.find("\n\n", start + 4000)
+        end = len(text) if end < 0 else end + 2
+        docs.append(text[start:end])
+        start = end
+    return docs * -(-min_chars // sum(map(len, docs)))
+
+
+def train_tokenizer_json(path: Path) -> Path:
+    """A byte-level BPE (8,000 ids, ``<|endoftext|>`` added) trained on the sample text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=8000, special_tokens=[SEP], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(sample_text().splitlines(), trainer=trainer)
+    tok.save(str(path))
+    return path
+
+
+def run_process(argv: list[str]) -> tuple[float, float, int]:
+    """``(wall s, CPU s, peak RSS bytes)`` of one process (``wait4``'s own accounting)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "true"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[:4]} failed ({proc.returncode}): {stderr[-500:]}")
+    # ru_maxrss of wait4 is the child's own peak (KB); num_proc workers are its children.
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
+def timed(variants: dict[str, list[str]], rounds: int) -> dict[str, tuple[float, float, int]]:
+    """Median wall and CPU seconds, and the largest peak RSS, of each variant, interleaved."""
+    samples: dict[str, list[tuple[float, float, int]]] = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            samples[name].append(run_process(variants[name]))
+    return {
+        k: (
+            statistics.median(s[0] for s in v),
+            statistics.median(s[1] for s in v),
+            max(s[2] for s in v),
+        )
+        for k, v in samples.items()
+    }
+
+
+def bench(quick: bool, tokenizer_json: str | None = None) -> None:
+    import json
+
+    import numpy as np
+
+    from flax_embed.data import read_token_file
+    from flax_embed.data.parallel_tokenize import default_workers
+    from flax_embed.tokenizer import load_tokenizer
+
+    size = 300_000 if quick else 60_000_000
+    rounds = 1 if quick else 3
+    workers = default_workers()
+    py = sys.executable
+    tmp = Path(tempfile.mkdtemp(prefix="bench-tokenize-e2e-"))
+    docs = documents(size)
+    txt, jsonl = tmp / "corpus.txt", tmp / "corpus.jsonl"
+    txt.write_text(SEP.join(docs), encoding="utf-8")
+    with open(jsonl, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": d}) + "\n" for d in docs)
+    mb = txt.stat().st_size / 1e6
+    cli = [py, "-m", "flax_embed", "tokenize"]
+
+    # 1. start-up
+    tiny = tmp / "tiny.txt"
+    tiny.write_text("hello world\n")
+    t = timed({"help": [*cli, "--help"],
+               "tiny": [*cli, str(tiny), "-o", str(tmp / "tiny.npy")]},
+              rounds=3)  # fmt: skip
+    startup = [("help", "flax-embed tokenize --help"),
+               ("tiny", "flax-embed tokenize of a one-line file (GPT-2 loaded)")]  # fmt: skip
+    for key, what in startup:
+        emit(Row(SECTION, f"start-up: {what}", fmt_time(t[key][0]), "", None,
+                 target="≤ 0.5 s", met=None if quick else t[key][0] <= 0.5,
+                 note=f"whole process, median of 3; peak RSS {fmt_bytes(t[key][2])}; "
+                 "no jax or flax imported"))  # fmt: skip
+
+    json_spec = tokenizer_json or str(train_tokenizer_json(tmp / "tokenizer.json"))
+    for kind, spec in [("gpt2", "gpt2"), ("json", json_spec)]:
+        tok = load_tokenizer(spec)
+        label = "GPT-2" if kind == "gpt2" else f"tokenizer.json ({tok.name}, {tok.n_vocab} ids)"
+        sep_id = str(tok.separator_id)
+        out = {k: tmp / f"{kind}-{k}" for k in ("cmd", "cmd1", "one", "batch", "nano")}
+        variants = {
+            "command": [*cli, str(txt), "-o", f"{out['cmd']}.bin", "--tokenizer", spec],
+            "workers1": [*cli, str(txt), "-o", f"{out['cmd1']}.bin", "--tokenizer", spec,
+                         "--workers", "1"],
+            "one": [py, "-c", ONE_CALL, kind, spec, str(txt), f"{out['one']}.npy"],
+            "batch": [py, "-c", LIBRARY_BATCH.replace("{sep_id}", sep_id), kind, spec,
+                      str(jsonl), f"{out['batch']}.npy", str(workers)],
+            "nanogpt": [py, "-c", NANOGPT.replace("{sep_id}", sep_id), kind, spec, str(jsonl),
+                        f"{out['nano']}.bin", str(workers)],
+        }  # fmt: skip
+        t = timed(variants, rounds)
+        reference = np.load(f"{out['one']}.npy")
+        same = {
+            "command": np.array_equal(read_token_file(f"{out['cmd']}.bin"), reference),
+            "workers1": np.array_equal(read_token_file(f"{out['cmd1']}.bin"), reference),
+            "batch": np.array_equal(np.load(f"{out['batch']}.npy"), reference),
+            "nanogpt": np.array_equal(
+                np.fromfile(f"{out['nano']}.bin", np.uint16), reference
+            ) if tok.n_vocab <= 2**16 else None,
+        }  # fmt: skip
+        one_wall, one_cpu, one_rss = t["one"]
+        wall, cpu, rss = t["command"]
+        speedup, cpu_ratio = one_wall / wall, cpu / one_cpu
+        emit(Row(SECTION, f"{label}: flax-embed tokenize, {mb:.1f} MB .txt, vs one call",
+                 fmt_time(wall), f"{fmt_time(one_wall)} one call", speedup,
+                 target="≥ 1.7x on 2 cores, ids identical",
+                 met=None if quick else speedup >= 1.7 and bool(same["command"]),
+                 note=f"ids identical: {bool(same['command'])}; {workers} workers; peak RSS "
+                 f"{fmt_bytes(rss)} (one call {fmt_bytes(one_rss)}); whole processes, "
+                 f"medians of {rounds}"))  # fmt: skip
+        emit(Row(SECTION, f"{label}: CPU time of the command vs one call",
+                 f"{cpu:.2f} s CPU", f"{one_cpu:.2f} s CPU", cpu_ratio, ratio_label="x the CPU",
+                 target="≤ 1.15x", met=None if quick else cpu_ratio <= 1.15,
+                 note="user + system of the whole process"))  # fmt: skip
+        w1 = t["workers1"][0]
+        emit(Row(SECTION, f"{label}: --workers {workers} vs --workers 1 (scaling with cores)",
+                 fmt_time(wall), f"{fmt_time(w1)} --workers 1", w1 / wall,
+                 note=f"{mb / wall:.1f} MB/s with {workers} workers, {mb / w1:.1f} MB/s with 1; "
+                 f"ids identical: {bool(same['workers1'])}"))  # fmt: skip
+        for key, what in [("batch", "the library's batch call (Rust threads)"),
+                          ("nanogpt", f"nanoGPT prepare.py (datasets.map(num_proc={workers}) "
+                                      "+ np.memmap)")]:  # fmt: skip
+            other_wall, other_cpu, other_rss = t[key]
+            emit(Row(SECTION, f"{label}: flax-embed tokenize vs {what}", fmt_time(wall),
+                     fmt_time(other_wall), other_wall / wall,
+                     note=f"ids identical: {same[key]}; its CPU {other_cpu:.2f} s, peak RSS "
+                     f"{fmt_bytes(other_rss)}; the command's {cpu:.2f} s, "
+                     f"{fmt_bytes(rss)}"))  # fmt: skip
+
+
+def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness")
+    parser.add_argument("--tokenizer-json", default=None, metavar="PATH",
+                        help="a real tokenizer.json (default: one trained here)")  # fmt: skip
+    args = parser.parse_args()
+    bench(args.quick, args.tokenizer_json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
