@@ -75,6 +75,12 @@ VARIANTS = {
     "phi3+longrope (128k)": ("phi3", {"hidden_size": 3072, "num_attention_heads": 32,
         "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
         "rope_parameters": _PHI3_128K}),
+    "phi3+longrope partial (Phi-4-mini)": ("phi3", {"hidden_size": 3072,
+        "num_attention_heads": 24, "partial_rotary_factor": 0.75,
+        "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+        "rope_parameters": {**_PHI3_128K, "partial_rotary_factor": 0.75,
+            "short_factor": _PHI3_128K["short_factor"][:48],
+            "long_factor": _PHI3_128K["long_factor"][:48]}}),
     "gemma3_text+linear full": ("gemma3_text", {"rope_parameters": {
         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
         "full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0}}}),
@@ -160,9 +166,9 @@ def _positions(max_position: int, mrope: bool) -> list[np.ndarray]:
     return out
 
 
-def _bound(rope: P.RoPE, pos: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _bound(rope: P.RoPE, pos: np.ndarray, x: np.ndarray, backend: str = "cpu") -> np.ndarray:
     """The entry-wise bound of ``parity.positions`` for ``rope.apply(x, pos)`` (x (1,T,H,D))."""
-    from parity.positions import inv_freq_bound
+    from parity.positions import inv_freq_bound, sincos_slack
 
     known = (type(None), P.LinearScaling, P.YarnScaling, P.Llama3Scaling, P.DynamicNTKScaling)
     rho = inv_freq_bound(rope, pos) if isinstance(rope.scaling, known) else 16 * U
@@ -174,7 +180,7 @@ def _bound(rope: P.RoPE, pos: np.ndarray, x: np.ndarray) -> np.ndarray:
         else np.abs(pos[0].astype(np.float64))
     )
     theta = p[:, None] * inv
-    cs = g * (theta * (rho + 2 * U) + 4 * U) + 2 * U * g
+    cs = g * (theta * (rho + 2 * U) + 4 * U + sincos_slack(backend)) + 2 * U * g
     d = rope.dim
     per = np.concatenate([cs, cs], -1) if rope.layout == "half" else np.repeat(cs, 2, -1)
     xr = x[..., :d]
@@ -206,7 +212,15 @@ def _hf_apply(module, config, rotary, x_BHTD, pos, layer_type):
     ):
         res = module.apply_rotary_pos_emb_interleave(q, q, cos, sin)
         return res[0].transpose(1, 2).numpy(), True
-    res = module.apply_rotary_pos_emb(q, q, cos, sin)
+    d = cos.shape[-1]
+    if d < q.shape[-1]:  # partial rotary that the caller splits (Phi, Persimmon, StableLM)
+        try:
+            res = module.apply_rotary_pos_emb(q, q, cos, sin)
+        except RuntimeError:
+            rot = module.apply_rotary_pos_emb(q[..., :d], q[..., :d], cos, sin)[0]
+            res = (torch.cat([rot, q[..., d:]], -1),)
+    else:
+        res = module.apply_rotary_pos_emb(q, q, cos, sin)
     return res[0].transpose(1, 2).numpy(), False
 
 
@@ -230,8 +244,8 @@ def _describe(rope: P.RoPE) -> tuple[str, str, str]:
     return rope.layout, f"{rope.dim}/{rope.head_dim}", scaling
 
 
-def check(model_type: str) -> Row:
-    """One model type's row."""
+def check(model_type: str, collect: list | None = None, backend: str = "cpu") -> Row:
+    """One model type's row; ``collect`` receives ``(label, ours, ref, bound)`` per comparison."""
     from transformers import AutoConfig
 
     try:
@@ -306,10 +320,13 @@ def check(model_type: str) -> Row:
                     scaling,
                     note=f"shape {ref.shape} vs {ours.shape}",
                 )
-            bound = _bound(rope, pos, x_BTHD)
+            bound = _bound(rope, pos, x_BTHD, backend)
             if deinterleaved:
                 d = rope.dim
                 bound = np.concatenate([bound[..., 0:d:2], bound[..., 1:d:2], bound[..., d:]], -1)
+            if collect is not None:
+                label = f"{model_type}{f' {lt}' if lt else ''} positions ≤ {int(pos.max())}"
+                collect.append((label, ours, ref, bound))
             diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
             over = diff > bound
             max_abs = max(max_abs, float(diff.max()))

@@ -440,7 +440,7 @@ class YarnScaling(_Scaling):
                 factor, mscale_all
             )
         softmax_scale = 1.0
-        if p.config.get("model_type", "") in _MSCALE_SOFTMAX_FAMILIES and mscale_all:
+        if _family(p.config.get("model_type", "")) in _MSCALE_SOFTMAX_FAMILIES and mscale_all:
             softmax_scale = _yarn_get_mscale(factor, mscale_all) ** 2
         return cls(
             factor,
@@ -576,10 +576,51 @@ RopeScaling = (
 
 # Families whose own code pairs features (2i, 2i+1) (verified by parity/rope_matrix.py).
 _INTERLEAVED_FAMILIES = frozenset(
-    {"gptj", "codegen", "cohere", "cohere2", "deepseek_v2", "glm", "glm4", "llama4", "llama4_text"}
+    {
+        "codegen",
+        "cohere",
+        "cohere2",
+        "cohere2_moe",
+        "deepseek_v2",
+        "ernie4_5",
+        "ernie4_5_moe",
+        "ernie4_5_vl_moe",
+        "glm",
+        "glm4",
+        "glm_ocr",
+        "gptj",
+        "helium",
+        "hy_v4_vl",
+        "llama4",
+        "llama4_text",
+        "moonshine_streaming",
+        "openai_privacy_filter",
+    }
 )
 # Families that multiply the softmax scale by mscale(factor, mscale_all_dim)².
-_MSCALE_SOFTMAX_FAMILIES = frozenset({"deepseek_v2", "deepseek_v3"})
+_MSCALE_SOFTMAX_FAMILIES = frozenset(
+    {
+        "axk1",
+        "axk2",
+        "bailing_hybrid",
+        "deepseek_v2",
+        "deepseek_v3",
+        "deepseek_v32",
+        "glm4_moe_lite",
+        "glm_moe_dsa",
+        "hy_v4",
+        "hy_v4_vl",
+        "longcat_flash",
+        "minicpm3",
+        "mistral4",
+        "mistral_large4",
+        "youtu",
+    }
+)
+# Families whose own code is not a RoPE of this module: refused, with the reason.
+_REFUSED_FAMILIES = {
+    "nanochat": "rotates by -θ (its rotate_half returns (x2, -x1)); use RoPE.apply at -positions",
+}
 # ALiBi families: refused by from_hf_config, pointed to alibi_slopes / alibi_bias.
 _ALIBI_FAMILIES = frozenset({"bloom", "mpt"})
 
@@ -627,8 +668,25 @@ _MROPE_DEFAULT_SECTIONS = {
     "qwen3_vl_moe_text": (24, 20, 20),
 }
 _MROPE_INTERLEAVED_FAMILIES = frozenset(
-    {"qwen3_vl", "qwen3_vl_text", "qwen3_vl_moe", "qwen3_vl_moe_text"}
+    {
+        "cohere_compass",
+        "cosmos3_edge",
+        "hy_v4_vl",
+        "qwen3_5",
+        "qwen3_5_moe",
+        "qwen3_omni_moe",
+        "qwen3_vl",
+        "qwen3_vl_moe",
+        "qwen4_exp",
+    }
 )
+
+
+def _family(model_type: str) -> str:
+    """The family of a model type: a multimodal model's ``*_text`` config is its family's."""
+    return model_type.removesuffix("_text")
+
+
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -952,6 +1010,7 @@ class RoPE:
             params.get("rope_theta")
             or cfg.get("rope_theta")
             or cfg.get("rotary_emb_base")
+            or (cfg.get("attn_config") or {}).get("rope_theta")  # DBRX
             or 10000.0
         )
         if cfg.get("qk_rope_head_dim"):  # DeepSeek (MLA): RoPE on the qk_rope part only
@@ -960,13 +1019,19 @@ class RoPE:
             head_dim = cfg.get("head_dim")
             if not head_dim:
                 hidden = cfg.get("hidden_size", cfg.get("n_embd", cfg.get("d_model")))
-                heads = cfg.get("num_attention_heads", cfg.get("n_head"))
+                heads = cfg.get("num_attention_heads", cfg.get("n_head", cfg.get("n_heads")))
                 if not hidden or not heads:
                     raise ValueError(
-                        f"config needs head_dim, or hidden_size and num_attention_heads ({family})"
+                        f"config needs head_dim, or hidden_size and num_attention_heads "
+                        f"({family}); for a nested config (encoder-decoder, speech, vision), "
+                        "pass the sub-config of the attention that uses RoPE"
                     )
                 head_dim = hidden // heads
-        interleaved = model_type in _INTERLEAVED_FAMILIES or bool(cfg.get("rope_interleave"))
+        if _family(model_type) in _REFUSED_FAMILIES:
+            raise ValueError(f"{family} {_REFUSED_FAMILIES[_family(model_type)]}")
+        interleaved = _family(model_type) in _INTERLEAVED_FAMILIES or bool(
+            cfg.get("rope_interleave")
+        )
         layout = "interleaved" if interleaved else "half"
         rotary_dim = cfg.get("rotary_dim") if model_type in ("gptj", "codegen") else None
         factor = (
@@ -974,6 +1039,8 @@ class RoPE:
             or cfg.get("partial_rotary_factor")
             or cfg.get("rotary_pct")
         )
+        if cfg.get("qk_rope_head_dim"):
+            factor = None  # HF: int(head_dim·partial_rotary_factor) is the qk_rope slice
         if rotary_dim is None and factor is not None:
             rotary_dim = int(head_dim * factor)
         scaling: _Scaling | None = None
@@ -987,7 +1054,7 @@ class RoPE:
             scaling = scaling_cls.from_hf(_HFParams(params, cfg, where, family, rope_type))
         section = params.get("mrope_section") or cfg.get("mrope_section")
         if section is None:
-            section = _MROPE_DEFAULT_SECTIONS.get(model_type)
+            section = _MROPE_DEFAULT_SECTIONS.get(_family(model_type))
         try:
             return cls(
                 int(head_dim),
@@ -997,7 +1064,8 @@ class RoPE:
                 scaling=scaling,  # type: ignore[arg-type]
                 mrope_section=tuple(section) if section is not None else None,
                 mrope_interleaved=bool(
-                    params.get("mrope_interleaved") or model_type in _MROPE_INTERLEAVED_FAMILIES
+                    params.get("mrope_interleaved")
+                    or _family(model_type) in _MROPE_INTERLEAVED_FAMILIES
                 ),
             )
         except (TypeError, ValueError) as e:
