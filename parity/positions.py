@@ -41,9 +41,7 @@ __all__ = [
     "RopeCase",
     "alibi_rows",
     "bf16_rotate_rows",
-    "FAMILY_CASES",
     "bounded",
-    "family_rows",
     "hf_permute",
     "neox_rows",
     "positions_checks",
@@ -711,59 +709,6 @@ def alibi_rows(backend: str) -> list[CheckResult]:
     return rows
 
 
-FAMILY_CASES = (
-    "cohere",
-    "glm4",
-    "deepseek_v2",
-    "deepseek_v3+yarn mscale",
-    "gemma3_text",
-    "phi3+longrope (128k)",
-    "phi3+longrope partial (Phi-4-mini)",
-    "llama4_text",
-    "llama4_text+llama3 l=h",
-    "qwen2_vl",
-)
-"""The families whose rows run ``RoPE.from_hf_config`` against their own transformers
-code (``parity.rope_matrix``'s cases; Phi-3.5-mini has Phi-3-128k's shapes)."""
-
-
-def family_rows(name: str, backend: str) -> list[CheckResult]:
-    """``RoPE.from_hf_config(config)`` (jit ``apply``) against the family's own rotary
-    module and ``apply_rotary_pos_emb``, short positions and positions to 131,071 (M-RoPE:
-    three distinct rows), each entry within the bound of ``rope_apply_rows``."""
-    from parity.rope_matrix import check
-
-    collected: list = []
-    with on_backend(backend):
-        row = check(name, collect=collected, backend=backend)
-    rows = []
-    if row.status != "equal":
-        rows.append(
-            CheckResult(
-                check=f"RoPE from_hf_config {name} vs its transformers code",
-                backend=backend,
-                device_kind="",
-                dtype="float32",
-                shape=(),
-                max_abs_diff=float("nan"),
-                tolerance=0.0,
-                bit_identical=False,
-                note=f"{row.status}: {row.note}",
-            )
-        )
-    return rows + [
-        bounded(
-            f"RoPE from_hf_config {label} vs its transformers code",
-            backend,
-            ours,
-            ref,
-            bound,
-            what="|Δo| <= (|x|+|r|)·(Δcs + 4U·g)",
-        )
-        for label, ours, ref, bound in collected
-    ]
-
-
 def positions_checks(backend: str) -> list[CheckResult]:
     """Every positional scheme against its Hugging Face original, on ``backend``."""
     rows = sinusoidal_rows(backend)
@@ -775,8 +720,6 @@ def positions_checks(backend: str) -> list[CheckResult]:
     rows += neox_rows(backend)
     rows += rope_permute_rows(backend)
     rows += alibi_rows(backend)
-    for name in FAMILY_CASES:
-        rows += family_rows(name, backend)
     return rows
 
 

@@ -17,7 +17,7 @@ Only the rotary module is built, not the model: no shrinking is needed, and mode
 that need image or audio inputs are reached too. Each model type ends in one state:
 
 * ``equal``: every entry within the bound of ``parity.positions`` (``|Δo| <=
-  (|x|+|r|)·(Δcs + 4U·g)``, ``Δcs = g·(θ·(ρ+2U) + 4U) + 2U·g``, ``ρ`` the inverse-
+  (|x|+|r|)·(Δcs + 4U·g)``, ``Δcs = g·(θ·(rho+2U) + 4U) + 2U·g``, ``rho`` the inverse-
   frequency bound of the scaling, 16U for LongRoPE and given frequencies);
 * ``refused``: ``from_hf_config`` raised a ``ValueError`` (its message is the reason);
 * ``not harnessable``: the family's code could not be driven this way (the reason);
@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import importlib
 import inspect
-import math
 import signal
 import sys
 import time
@@ -44,6 +43,9 @@ import jax
 import numpy as np
 
 from flax_embed import positions as P
+from parity.common import on_backend
+from parity.positions import bounded, inv_freq_bound, sincos_slack
+from parity.result import CheckResult
 
 U = 2.0**-24
 MAX_POSITION = 131_071
@@ -168,7 +170,6 @@ def _positions(max_position: int, mrope: bool) -> list[np.ndarray]:
 
 def _bound(rope: P.RoPE, pos: np.ndarray, x: np.ndarray, backend: str = "cpu") -> np.ndarray:
     """The entry-wise bound of ``parity.positions`` for ``rope.apply(x, pos)`` (x (1,T,H,D))."""
-    from parity.positions import inv_freq_bound, sincos_slack
 
     known = (type(None), P.LinearScaling, P.YarnScaling, P.Llama3Scaling, P.DynamicNTKScaling)
     rho = inv_freq_bound(rope, pos) if isinstance(rope.scaling, known) else 16 * U
@@ -251,7 +252,7 @@ def check(model_type: str, collect: list | None = None, backend: str = "cpu") ->
     try:
         base_type, overrides = VARIANTS.get(model_type, (model_type, {}))
         config = AutoConfig.for_model(base_type, **overrides)
-    except Exception as e:  # noqa: BLE001 - any failure is a reason
+    except Exception as e:
         return Row(model_type, "not harnessable", note=f"no default config: {type(e).__name__}")
     text = _text_config(config)
     rp = getattr(text, "rope_parameters", None)
@@ -264,7 +265,7 @@ def check(model_type: str, collect: list | None = None, backend: str = "cpu") ->
         return Row(model_type, "refused", note=str(e).split("\n")[0][:160])
     try:
         module = _modeling_module(text)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return Row(model_type, "not harnessable", note=f"modeling module: {type(e).__name__}")
     rng = np.random.default_rng(0)
     ratio = max_abs = 0.0
@@ -286,7 +287,7 @@ def check(model_type: str, collect: list | None = None, backend: str = "cpu") ->
                             rotary = cls(config=text)
                             ref, deinterleaved = _hf_apply(module, text, rotary, x, pos, lt)
                             break
-                        except Exception as e:  # noqa: BLE001
+                        except Exception as e:
                             errors.append(f"{cls.__name__}: {type(e).__name__}: {str(e)[:60]}")
                     if ref is None:
                         reason = errors[0] if errors else "no *RotaryEmbedding class"
@@ -295,7 +296,7 @@ def check(model_type: str, collect: list | None = None, backend: str = "cpu") ->
                         )
             except _Timeout:
                 raise
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 return Row(
                     model_type,
                     "not harnessable",
@@ -305,8 +306,7 @@ def check(model_type: str, collect: list | None = None, backend: str = "cpu") ->
                     note=f"{type(e).__name__}: {str(e)[:80]}",
                 )
             x_BTHD = x.transpose(0, 2, 1, 3)
-            ours_pos = pos if pos.ndim == 3 else pos
-            ours = np.asarray(jax.jit(rope.apply)(x_BTHD, ours_pos))
+            ours = np.asarray(jax.jit(rope.apply)(x_BTHD, pos))
             if deinterleaved:
                 d = rope.dim
                 ours = np.concatenate([ours[..., 0:d:2], ours[..., 1:d:2], ours[..., d:]], -1)
@@ -347,9 +347,66 @@ def check(model_type: str, collect: list | None = None, backend: str = "cpu") ->
                 )
     if layer_types:
         notes.append("layer types: " + ", ".join(layer_types))
-    layout, dims, scaling = zip(*(_describe(r) for r in ropes.values()))
-    return Row(model_type, "equal", "/".join(dict.fromkeys(layout)), "/".join(dict.fromkeys(dims)),
-               "/".join(dict.fromkeys(scaling)), ratio, max_abs, "; ".join(dict.fromkeys(notes)))  # fmt: skip
+    described = [_describe(r) for r in ropes.values()]
+    layout, dims, scaling = ("/".join(dict.fromkeys(c)) for c in zip(*described, strict=True))
+    note = "; ".join(dict.fromkeys(notes))
+    return Row(model_type, "equal", layout, dims, scaling, ratio, max_abs, note)
+
+
+FAMILY_CASES = (
+    "cohere",
+    "glm4",
+    "deepseek_v2",
+    "deepseek_v3+yarn mscale",
+    "gemma3_text",
+    "phi3+longrope (128k)",
+    "phi3+longrope partial (Phi-4-mini)",
+    "llama4_text",
+    "llama4_text+llama3 l=h",
+    "qwen2_vl",
+)
+"""The families whose rows run ``RoPE.from_hf_config`` against their own transformers
+code (the matrix's cases; Phi-3.5-mini has Phi-3-128k's shapes)."""
+
+
+def family_rows(name: str, backend: str) -> list[CheckResult]:
+    """``RoPE.from_hf_config(config)`` (jit ``apply``) against the family's own rotary
+    module and ``apply_rotary_pos_emb``, short positions and positions to 131,071 (M-RoPE:
+    three distinct rows), each entry within the bound of ``rope_apply_rows``."""
+    collected: list = []
+    with on_backend(backend):
+        row = check(name, collect=collected, backend=backend)
+    rows = []
+    if row.status != "equal":
+        rows.append(
+            CheckResult(
+                check=f"RoPE from_hf_config {name} vs its transformers code",
+                backend=backend,
+                device_kind="",
+                dtype="float32",
+                shape=(),
+                max_abs_diff=float("nan"),
+                tolerance=0.0,
+                bit_identical=False,
+                note=f"{row.status}: {row.note}",
+            )
+        )
+    return rows + [
+        bounded(
+            f"RoPE from_hf_config {label} vs its transformers code",
+            backend,
+            ours,
+            ref,
+            bound,
+            what="|Δo| <= (|x|+|r|)·(Δcs + 4U·g)",
+        )
+        for label, ours, ref, bound in collected
+    ]
+
+
+def family_checks(backend: str) -> list[CheckResult]:
+    """The parity report's group: ``family_rows`` of every ``FAMILY_CASES`` entry."""
+    return [row for name in FAMILY_CASES for row in family_rows(name, backend)]
 
 
 def run(types: list[str], timeout_s: int = 120, verbose: bool = False) -> list[Row]:
@@ -365,7 +422,7 @@ def run(types: list[str], timeout_s: int = 120, verbose: bool = False) -> list[R
                     row = check(mt)
             except _Timeout:
                 row = Row(mt, "not harnessable", note=f"timed out after {timeout_s} s")
-            except Exception as e:  # noqa: BLE001 - reported in the row
+            except Exception as e:
                 row = Row(
                     mt, "not harnessable", note=f"harness error {type(e).__name__}: {e}"[:160]
                 )
@@ -404,9 +461,8 @@ def table(rows: list[Row]) -> str:
         note = r.note.replace("|", "\\|").replace("\n", " ")
         ratio = f"{r.max_ratio:.3g}" if r.status in ("equal", "DIFFERENT") else ""
         diff = f"{r.max_abs:.2g}" if r.status in ("equal", "DIFFERENT") else ""
-        lines.append(
-            f"| {r.model_type} | {r.layout} | {r.rotary_dim} | {r.scaling} | {r.status} | {ratio} | {diff} | {note} |"
-        )
+        cells = (r.model_type, r.layout, r.rotary_dim, r.scaling, r.status, ratio, diff, note)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

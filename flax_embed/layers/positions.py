@@ -187,11 +187,11 @@ class _HFParams:
         self.params, self.config, self.where = params, config, where
         self.family, self.rope_type = family, rope_type
 
-    def get(self, key: str, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
         value = self.params.get(key)
         return default if value is None else value
 
-    def need(self, key: str, *, in_config: bool = False):
+    def need(self, key: str, *, in_config: bool = False) -> Any:
         source, where = (self.config, "config") if in_config else (self.params, self.where)
         if source.get(key) is None:
             raise ValueError(
@@ -445,10 +445,10 @@ class YarnScaling(_Scaling):
         return cls(
             factor,
             original,
-            beta_fast=p.get("beta_fast", 32.0),
-            beta_slow=p.get("beta_slow", 1.0),
+            beta_fast=float(p.get("beta_fast", 32.0)),
+            beta_slow=float(p.get("beta_slow", 1.0)),
             attention_factor=attention_factor,
-            truncate=p.get("truncate", True),
+            truncate=bool(p.get("truncate", True)),
             softmax_scale=softmax_scale,
         )
 
@@ -997,6 +997,16 @@ class RoPE:
             )
         rope_keys = ("rope_parameters", "rope_scaling", "rope_theta", "head_dim", "hidden_size")
         text = cfg.get("text_config")
+        own = ("rope_parameters", "rope_scaling", "rope_theta")
+        if (
+            isinstance(text, dict)
+            and any(cfg.get(k) is not None for k in own)
+            and any(text.get(k) is not None for k in own)
+        ):
+            raise ValueError(
+                f"{family} has RoPE parameters both at its top level and in text_config: pass "
+                "config['text_config'] for the language model, or the sub-config you port"
+            )
         if isinstance(text, dict) and not any(cfg.get(k) is not None for k in rope_keys):
             cfg = text
             model_type = cfg.get("model_type") or model_type

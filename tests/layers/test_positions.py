@@ -408,13 +408,13 @@ def test_from_hf_config_accepts_a_config_object():
     ids=["bloom", "falcon-alibi", "mpt"],
 )  # fmt: skip
 def test_from_hf_config_refuses_alibi_configs(config):
-    with pytest.raises(ValueError, match="uses ALiBi, not RoPE: use .*alibi_slopes"):
+    with pytest.raises(ValueError, match=r"uses ALiBi, not RoPE: use .*alibi_slopes"):
         RoPE.from_hf_config(config)
 
 
 def test_gemma3_per_layer_types():
     config = _hf("gemma3_text")
-    with pytest.raises(ValueError, match="per layer type .*sliding_attention, full_attention"):
+    with pytest.raises(ValueError, match=r"per layer type .*sliding_attention, full_attention"):
         RoPE.from_hf_config(config)
     assert RoPE.from_hf_config(config, layer_type="sliding_attention").base == 10000.0
     assert RoPE.from_hf_config(config, layer_type="full_attention").base == 1e6

@@ -14,6 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from parity import positions as pp
+from parity import rope_matrix as rm
 from parity.report import CHECK_GROUPS
 
 BACKEND = "cpu"
@@ -29,8 +30,8 @@ def _units():
     yield pytest.param(lambda: pp.neox_rows(BACKEND), id="rope-gpt-neox")
     yield pytest.param(lambda: pp.rope_permute_rows(BACKEND), id="rope-permute")
     yield pytest.param(lambda: pp.alibi_rows(BACKEND), id="alibi")
-    for name in pp.FAMILY_CASES:
-        yield pytest.param(lambda n=name: pp.family_rows(n, BACKEND), id=f"family-{name}")
+    for name in rm.FAMILY_CASES:
+        yield pytest.param(lambda n=name: rm.family_rows(n, BACKEND), id=f"family-{name}")
 
 
 @pytest.mark.parametrize("rows", list(_units()))
