@@ -25,8 +25,11 @@ derives the tolerances the parity rows use.
 Negative RoPE positions are accepted: the rotation is defined for every integer
 and Hugging Face's ``LlamaRotaryEmbedding`` accepts them too (useful for relative
 offsets); ``DynamicNTKScaling`` reads only the largest position, as Hugging Face
-does. Positions of ``sinusoidal_table`` rows are table indices and are checked
-by the module that looks them up (``InputEmbedding(position="sinusoidal")``).
+does. Concrete RoPE positions are checked on the host (outside int32 they would
+wrap when JAX narrows them), as are ALiBi offsets and the size of a sinusoidal table
+(against the available memory, before allocating). Positions of ``sinusoidal_table``
+rows are table indices and are checked by the module that looks them up
+(``InputEmbedding(position="sinusoidal")``).
 """
 
 from __future__ import annotations

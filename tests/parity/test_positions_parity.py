@@ -53,6 +53,7 @@ def test_the_bit_identical_rows_are_the_same_arithmetic_ones():
 
 def test_the_group_is_registered():
     assert pp.positions_checks in CHECK_GROUPS
+    assert rm.family_checks in CHECK_GROUPS
 
 
 def test_bounded_fails_an_entry_over_its_own_bound():
