@@ -459,6 +459,7 @@ def table(rows: list[Row]) -> str:
     ]
     for r in rows:
         note = r.note.replace("|", "\\|").replace("\n", " ")
+        note = note.replace("[", "\\[").replace("]", "\\]")  # not Markdown links
         ratio = f"{r.max_ratio:.3g}" if r.status in ("equal", "DIFFERENT") else ""
         diff = f"{r.max_abs:.2g}" if r.status in ("equal", "DIFFERENT") else ""
         cells = (r.model_type, r.layout, r.rotary_dim, r.scaling, r.status, ratio, diff, note)
