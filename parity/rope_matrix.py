@@ -197,6 +197,13 @@ def _hf_apply(module, config, rotary, x_BHTD, pos, layer_type):
     """The family's rotated x ``(B, T, H, D)`` and whether its output is de-interleaved."""
     import torch
 
+    with torch.no_grad():
+        return _hf_apply_no_grad(module, config, rotary, x_BHTD, pos, layer_type)
+
+
+def _hf_apply_no_grad(module, config, rotary, x_BHTD, pos, layer_type):
+    import torch
+
     q = torch.from_numpy(x_BHTD)
     kwargs = {"layer_type": layer_type} if layer_type else {}
     out = rotary(q, torch.from_numpy(pos), **kwargs)
@@ -208,8 +215,9 @@ def _hf_apply(module, config, rotary, x_BHTD, pos, layer_type):
             qt = q.transpose(1, 2)
             return apply(qt, qt, out)[0].numpy(), False
     cos, sin = out[0], out[1]
-    if getattr(config, "rope_interleave", False) and hasattr(
-        module, "apply_rotary_pos_emb_interleave"
+    only_interleave = not hasattr(module, "apply_rotary_pos_emb")
+    if hasattr(module, "apply_rotary_pos_emb_interleave") and (
+        only_interleave or getattr(config, "rope_interleave", False)
     ):
         res = module.apply_rotary_pos_emb_interleave(q, q, cos, sin)
         return res[0].transpose(1, 2).numpy(), True
@@ -259,6 +267,9 @@ def check(model_type: str, collect: list | None = None, backend: str = "cpu") ->
     layer_types = (
         [k for k, v in (rp or {}).items() if isinstance(v, dict)] if isinstance(rp, dict) else []
     )
+    used = getattr(text, "layer_types", None)
+    if layer_types and isinstance(used, list) and set(layer_types) & set(used):
+        layer_types = [t for t in layer_types if t in used]  # HF builds only the used ones
     try:
         ropes = {lt: P.RoPE.from_hf_config(config, layer_type=lt) for lt in (layer_types or [None])}
     except ValueError as e:

@@ -580,6 +580,7 @@ RopeScaling = (
 # Families whose own code pairs features (2i, 2i+1) (verified by parity/rope_matrix.py).
 _INTERLEAVED_FAMILIES = frozenset(
     {
+        "bailing_hybrid",
         "codegen",
         "cohere",
         "cohere2",
@@ -590,12 +591,15 @@ _INTERLEAVED_FAMILIES = frozenset(
         "ernie4_5_vl_moe",
         "glm",
         "glm4",
+        "glm_moe_dsa",
         "glm_ocr",
         "gptj",
         "helium",
         "hy_v4_vl",
         "llama4",
         "llama4_text",
+        "longcat_flash",
+        "mistral_large4",
         "moonshine_streaming",
         "openai_privacy_filter",
     }
@@ -1029,7 +1033,10 @@ class RoPE:
         if cfg.get("qk_rope_head_dim"):  # DeepSeek (MLA): RoPE on the qk_rope part only
             head_dim = cfg["qk_rope_head_dim"]
         else:
-            head_dim = cfg.get("head_dim")
+            # JetMoe's kv_channels, Zamba 2's attention_head_dim are its head_dim.
+            head_dim = (
+                cfg.get("head_dim") or cfg.get("kv_channels") or cfg.get("attention_head_dim")
+            )
             if not head_dim:
                 hidden = cfg.get("hidden_size", cfg.get("n_embd", cfg.get("d_model")))
                 heads = cfg.get("num_attention_heads", cfg.get("n_head", cfg.get("n_heads")))
