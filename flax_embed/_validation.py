@@ -11,12 +11,15 @@ at the ``jit`` boundary, before any code of ours sees them).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
 
 __all__ = [
     "as_token_ids",
+    "available_memory",
+    "check_memory",
     "check_float_dtype",
     "check_ids_1d",
     "check_positive_int",
@@ -267,3 +270,28 @@ def check_module_options(
         check_positive_int(name, value)
     if not 0.0 <= dropout_rate <= 1.0:  # also rejects NaN
         raise ValueError(f"dropout_rate must be in [0, 1], got {dropout_rate}")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_memory(what: str, nbytes: int) -> None:
+    """ValueError if ``nbytes`` (for ``what``) exceed the available memory, before allocating."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise ValueError(
+            f"{what} need {nbytes / 2**30:.1f} GiB, but only {available / 2**30:.1f} GiB "
+            "of memory are available"
+        )

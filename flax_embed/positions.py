@@ -5,10 +5,13 @@ The public front module; the implementation lives in ``flax_embed.layers.positio
 
 from flax_embed.layers.masks import segment_mask
 from flax_embed.layers.positions import (
+    ROPE_SCALINGS,
     SINUSOIDAL_VARIANTS,
     DynamicNTKScaling,
+    GivenFrequencies,
     LinearScaling,
     Llama3Scaling,
+    LongRopeScaling,
     RoPE,
     RopeScaling,
     YarnScaling,
@@ -22,8 +25,11 @@ from flax_embed.layers.positions import (
 __all__ = [
     "SINUSOIDAL_VARIANTS",
     "DynamicNTKScaling",
+    "GivenFrequencies",
     "LinearScaling",
     "Llama3Scaling",
+    "LongRopeScaling",
+    "ROPE_SCALINGS",
     "RoPE",
     "RopeScaling",
     "YarnScaling",

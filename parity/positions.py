@@ -240,6 +240,8 @@ def inv_freq_bound(rope: P.RoPE, positions: np.ndarray) -> float:
     if isinstance(s, P.YarnScaling):
         return 13 * U
     if isinstance(s, P.Llama3Scaling):
+        if s.high_freq_factor == s.low_freq_factor:  # no blended band (Llama 4)
+            return 5 * U + 16 * U
         amp = 1 + s.factor * s.high_freq_factor / (s.high_freq_factor - s.low_freq_factor)
         return 5 * U * amp + 16 * U
     seq_len = float(np.max(positions)) + 1

@@ -30,6 +30,7 @@ from parity.options import add_arguments
 from parity.packing import packing_checks
 from parity.positions import positions_checks
 from parity.result import CheckResult
+from parity.rope_matrix import family_checks
 from parity.training import training_checks
 
 __all__ = ["CHECK_GROUPS", "Report", "environment", "format_table", "main", "run", "run_report"]
@@ -45,6 +46,7 @@ CHECK_GROUPS: list[CheckGroup] = [
     linen_nnx_checks,
     positions_checks,
     packing_checks,
+    family_checks,
 ]
 """The groups of rows of the report, in order; each runs once per backend."""
 

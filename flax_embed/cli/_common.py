@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flax_embed._io import describe_os_error
-from flax_embed._validation import check_positive_int
+from flax_embed._validation import available_memory, check_positive_int
+from flax_embed._validation import check_memory as _check_memory
 from flax_embed.data.samples import sample_text
 
 __all__ = [
@@ -56,29 +57,12 @@ def int_option(minimum: int, maximum: int) -> Callable[[str], int]:
     return parse
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (``MemAvailable``), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def check_memory(what: str, nbytes: int) -> None:
     """CLIError if ``nbytes`` (for ``what``) exceed the available memory, before allocating."""
-    available = available_memory()
-    if available is not None and nbytes > available:
-        raise CLIError(
-            f"{what} need {nbytes / 2**30:.1f} GiB, but only {available / 2**30:.1f} GiB "
-            "of memory are available"
-        )
+    try:
+        _check_memory(what, nbytes)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 def read_error(path: str | os.PathLike[str], error: OSError) -> CLIError:

@@ -7,8 +7,9 @@ against its PyTorch original by the parity suite (``parity/positions.py``):
   DistilBERT, Marian, M2M100 / fairseq / tensor2tensor);
 * ``RoPE``: rotary embeddings in the half-split layout (Hugging Face Llama,
   GPT-NeoX) or the interleaved one (Meta's Llama, GPT-J), partial rotary
-  dimensions, and the scalings of ``transformers.modeling_rope_utils``
-  (``LinearScaling``, ``DynamicNTKScaling``, ``Llama3Scaling``, ``YarnScaling``);
+  dimensions, M-RoPE, and the scalings of ``transformers.modeling_rope_utils``
+  (``ROPE_SCALINGS``: ``LinearScaling``, ``DynamicNTKScaling``, ``Llama3Scaling``,
+  ``YarnScaling``, ``LongRopeScaling``), read from a config by ``RoPE.from_hf_config``;
 * ``rope_permute``: the q/k weight permutation between the two layouts;
 * ``alibi_slopes`` / ``alibi_bias``: ALiBi's per-head linear biases.
 
@@ -24,8 +25,11 @@ derives the tolerances the parity rows use.
 Negative RoPE positions are accepted: the rotation is defined for every integer
 and Hugging Face's ``LlamaRotaryEmbedding`` accepts them too (useful for relative
 offsets); ``DynamicNTKScaling`` reads only the largest position, as Hugging Face
-does. Positions of ``sinusoidal_table`` rows are table indices and are checked
-by the module that looks them up (``InputEmbedding(position="sinusoidal")``).
+does. Concrete RoPE positions are checked on the host (outside int32 they would
+wrap when JAX narrows them), as are ALiBi offsets and the size of a sinusoidal table
+(against the available memory, before allocating). Positions of ``sinusoidal_table``
+rows are table indices and are checked by the module that looks them up
+(``InputEmbedding(position="sinusoidal")``).
 """
 
 from __future__ import annotations
@@ -37,13 +41,17 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
-from flax_embed._validation import check_one_of, check_positive_int
+from flax_embed._validation import check_memory, check_one_of, check_positive_int, is_concrete
 
 __all__ = [
     "DynamicNTKScaling",
+    "GivenFrequencies",
     "LinearScaling",
     "Llama3Scaling",
+    "LongRopeScaling",
+    "ROPE_SCALINGS",
     "RoPE",
     "RopeScaling",
     "SINUSOIDAL_VARIANTS",
@@ -134,6 +142,10 @@ def sinusoidal_table(
       True
     """
     num_positions = check_positive_int("num_positions", num_positions)
+    features = check_positive_int("features", features)
+    # The float32 angles and the table are each num_positions·features·4 bytes: refuse up
+    # front what cannot be allocated, rather than failing (or swapping) at first use.
+    check_memory(f"sinusoidal_table({num_positions}, {features})", 2 * num_positions * features * 4)
     inv_freq = jnp.asarray(sinusoidal_inv_freq(features, variant))
     pos = jnp.arange(num_positions, dtype=jnp.float32)[:, None]
     if variant == "tensor2tensor":
@@ -155,10 +167,73 @@ def sinusoidal_table(
 
 
 # --- RoPE ----------------------------------------------------------------------------------
+#
+# Design (issue 18): each scaling is a frozen dataclass that computes its own frequencies
+# (``inv_freq_np`` on the host, ``inv_freq_at`` for the ones that depend on the sequence
+# length), its attention factor (on cos and sin) and its softmax-scale factor, and reads
+# itself from a Hugging Face ``rope_parameters`` dict (``from_hf``). ``ROPE_SCALINGS`` maps
+# HF's ``rope_type`` to the class, as ``modeling_rope_utils.ROPE_INIT_FUNCTIONS`` maps it
+# to a function: adding a scaling is one class and one registry line.
+
+
+class _HFParams:
+    """One family's RoPE parameters as read from a config: the dict, where it was found
+    and the family, so that every error names the key and the model type."""
+
+    def __init__(self, params: dict, config: dict, where: str, family: str, rope_type: str):
+        self.params, self.config, self.where = params, config, where
+        self.family, self.rope_type = family, rope_type
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.params.get(key)
+        return default if value is None else value
+
+    def need(self, key: str, *, in_config: bool = False) -> Any:
+        source, where = (self.config, "config") if in_config else (self.params, self.where)
+        if source.get(key) is None:
+            raise ValueError(
+                f"{where}['{key}'] is required for rope_type {self.rope_type!r} ({self.family})"
+            )
+        return source[key]
+
+    def original_max(self) -> int:
+        """HF ``standardize_rope_params``: a top-level ``original_max_position_embeddings``
+        (Phi-3) wins, then the parameters', then ``max_position_embeddings``."""
+        for source in (self.config, self.params):
+            if source.get("original_max_position_embeddings") is not None:
+                return source["original_max_position_embeddings"]
+        return self.need("max_position_embeddings", in_config=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearScaling:
+class _Scaling:
+    """The interface of a RoPE scaling (and its default behaviour: none)."""
+
+    def inv_freq_np(self, base: float, dim: int) -> np.ndarray:
+        """The float32 frequencies ``(dim // 2,)`` on the host (the ones used at short
+        lengths by the length-dependent scalings)."""
+        return _default_inv_freq(base, dim)
+
+    def inv_freq_at(self, base: float, dim: int, positions: jax.Array) -> jax.Array:
+        """The frequencies used for ``positions`` (a constant unless length-dependent)."""
+        return jnp.asarray(self.inv_freq_np(base, dim))
+
+    @property
+    def mscale(self) -> float:
+        """The factor on cos and sin (HF ``attention_scaling``)."""
+        return 1.0
+
+    def softmax_factor(self) -> float:
+        """The factor the family's attention multiplies its softmax scale by."""
+        return 1.0
+
+    @classmethod
+    def from_hf(cls, p: _HFParams) -> _Scaling:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearScaling(_Scaling):
     """Position interpolation: every frequency divided by ``factor`` (HF ``"linear"``)."""
 
     factor: float
@@ -166,14 +241,35 @@ class LinearScaling:
     def __post_init__(self):
         _check_positive("factor", self.factor)
 
+    def inv_freq_np(self, base: float, dim: int) -> np.ndarray:
+        return _f32(_default_inv_freq(base, dim) / np.float32(self.factor))
+
+    @classmethod
+    def from_hf(cls, p: _HFParams) -> LinearScaling:
+        return cls(p.need("factor"))
+
+
+def _dynamic_inv_freq_host(base: float, dim: int, factor: float, original: int, seq_len):
+    """HF's dynamic NTK frequencies for ``seq_len``, in float64, rounded once to float32."""
+    seq = float(np.asarray(seq_len))
+    if seq <= original:  # HF's original_inv_freq: the default one
+        return _default_inv_freq(base, dim)
+    new_base = base * (factor * seq / original - (factor - 1)) ** (dim / (dim - 2))
+    exponent = np.arange(0, dim, 2, dtype=np.float64) / dim
+    return _f32(np.power(new_base, -exponent))
+
 
 @dataclasses.dataclass(frozen=True)
-class DynamicNTKScaling:
+class DynamicNTKScaling(_Scaling):
     """Dynamic NTK (HF ``"dynamic"``): for sequences longer than
     ``original_max_position_embeddings`` (``seq_len = max(positions) + 1``, HF's
     ``max_position_embeddings``), the base grows to
     ``base·(factor·seq_len/original - (factor - 1))^(d/(d-2))``; shorter ones are unscaled.
     Stateless: each call uses its own ``seq_len`` (HF's module keeps the longest seen).
+
+    The scaled frequencies are computed in float64 on the host and rounded once (within
+    0.5 ULP of exact; HF's float32 ``pow`` within 2): under ``jit`` through
+    ``jax.pure_callback`` on the one scalar ``seq_len``.
     """
 
     factor: float
@@ -185,12 +281,31 @@ class DynamicNTKScaling:
             "original_max_position_embeddings", self.original_max_position_embeddings
         )
 
+    def inv_freq_at(self, base: float, dim: int, positions: jax.Array) -> jax.Array:
+        seq_len = jnp.max(positions).astype(jnp.int32) + 1
+
+        def host(n):
+            return _dynamic_inv_freq_host(
+                base, dim, self.factor, self.original_max_position_embeddings, n
+            )
+
+        if is_concrete(seq_len):
+            return jnp.asarray(host(seq_len))
+        out = jax.ShapeDtypeStruct((dim // 2,), jnp.float32)
+        return jax.pure_callback(host, out, seq_len)
+
+    @classmethod
+    def from_hf(cls, p: _HFParams) -> DynamicNTKScaling:
+        # HF's dynamic NTK scales past config.max_position_embeddings.
+        return cls(p.need("factor"), p.need("max_position_embeddings", in_config=True))
+
 
 @dataclasses.dataclass(frozen=True)
-class Llama3Scaling:
+class Llama3Scaling(_Scaling):
     """Llama 3.1's frequency-dependent scaling (HF ``"llama3"``): wavelengths longer than
     ``original/low_freq_factor`` divided by ``factor``, shorter than
-    ``original/high_freq_factor`` kept, a smooth blend in between."""
+    ``original/high_freq_factor`` kept, a smooth blend in between (none when the two
+    factors are equal, as in Llama 4, which HF accepts)."""
 
     factor: float = 8.0
     low_freq_factor: float = 1.0
@@ -203,20 +318,54 @@ class Llama3Scaling:
         check_positive_int(
             "original_max_position_embeddings", self.original_max_position_embeddings
         )
-        if self.low_freq_factor >= self.high_freq_factor:
+        if self.low_freq_factor > self.high_freq_factor:
             raise ValueError(
-                f"low_freq_factor must be < high_freq_factor, got {self.low_freq_factor} "
-                f">= {self.high_freq_factor}"
+                f"low_freq_factor must be <= high_freq_factor, got {self.low_freq_factor} "
+                f"> {self.high_freq_factor}"
             )
+
+    def inv_freq_np(self, base: float, dim: int) -> np.ndarray:
+        """HF ``_compute_llama3_parameters``, its float32 operations in order."""
+        inv = _default_inv_freq(base, dim)
+        old = self.original_max_position_embeddings
+        low, high = self.low_freq_factor, self.high_freq_factor
+        low_wavelen, high_wavelen = old / low, old / high
+        wavelen = _f32(np.float32(2 * math.pi) / inv)
+        scaled = np.where(wavelen > low_wavelen, _f32(inv / np.float32(self.factor)), inv)
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        if not medium.any():  # low == high: no band to blend (and HF's blend divides by 0)
+            return _f32(scaled)
+        smooth = _f32((_f32(np.float32(old) / wavelen) - np.float32(low)) / np.float32(high - low))
+        smoothed = _f32(
+            _f32(_f32(np.float32(1) - smooth) * scaled) / np.float32(self.factor)
+            + _f32(smooth * scaled)
+        )
+        return _f32(np.where(medium, smoothed, scaled))
+
+    @classmethod
+    def from_hf(cls, p: _HFParams) -> Llama3Scaling:
+        return cls(
+            p.need("factor"),
+            p.need("low_freq_factor"),
+            p.need("high_freq_factor"),
+            p.original_max(),
+        )
+
+
+def _yarn_get_mscale(scale: float, mscale: float = 1.0) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
 @dataclasses.dataclass(frozen=True)
-class YarnScaling:
+class YarnScaling(_Scaling):
     """YaRN (HF ``"yarn"``): interpolation by ``factor`` for low frequencies,
     extrapolation for high ones, a linear ramp between the dimensions given by
     ``beta_fast``/``beta_slow`` rotations over ``original_max_position_embeddings``;
-    cos and sin are multiplied by ``attention_factor`` (default ``0.1·ln(factor) + 1``).
-    ``truncate`` rounds the ramp's ends outward to integers, as HF does by default."""
+    cos and sin are multiplied by ``attention_factor`` (default ``0.1·ln(factor) + 1``,
+    or DeepSeek's ``mscale(factor, mscale)/mscale(factor, mscale_all_dim)``).
+    ``truncate`` rounds the ramp's ends outward to integers, as HF does by default.
+    ``softmax_scale``: the factor DeepSeek's attention multiplies ``1/√d`` by
+    (``mscale(factor, mscale_all_dim)²``); 1 for other families."""
 
     factor: float
     original_max_position_embeddings: int
@@ -224,9 +373,10 @@ class YarnScaling:
     beta_slow: float = 1.0
     attention_factor: float | None = None
     truncate: bool = True
+    softmax_scale: float = 1.0
 
     def __post_init__(self):
-        for name in ("factor", "beta_fast", "beta_slow"):
+        for name in ("factor", "beta_fast", "beta_slow", "softmax_scale"):
             _check_positive(name, getattr(self, name))
         check_positive_int(
             "original_max_position_embeddings", self.original_max_position_embeddings
@@ -239,10 +389,241 @@ class YarnScaling:
         """The factor on cos and sin: ``attention_factor``, or ``0.1·ln(factor) + 1``."""
         if self.attention_factor is not None:
             return float(self.attention_factor)
-        return 1.0 if self.factor <= 1 else 0.1 * math.log(self.factor) + 1.0
+        return _yarn_get_mscale(self.factor)
+
+    def softmax_factor(self) -> float:
+        return float(self.softmax_scale)
+
+    def inv_freq_np(self, base: float, dim: int) -> np.ndarray:
+        """HF ``_compute_yarn_parameters``, its float32 operations in order."""
+        pos_freqs = _pow32(base, np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
+        extrapolation = _f32(np.float32(1) / pos_freqs)
+        interpolation = _f32(np.float32(1) / _f32(np.float32(self.factor) * pos_freqs))
+
+        def correction_dim(rotations: float) -> float:
+            original = self.original_max_position_embeddings
+            return (dim * math.log(original / (rotations * 2 * math.pi))) / (2 * math.log(base))
+
+        low, high = correction_dim(self.beta_fast), correction_dim(self.beta_slow)
+        if self.truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
+        if low == high:
+            high += 0.001  # HF: "prevent singularity"
+        ramp = np.clip(
+            _f32(
+                _f32(np.arange(dim // 2, dtype=np.float32) - np.float32(low))
+                / np.float32(high - low)
+            ),
+            0,
+            1,
+        )
+        extrapolation_factor = _f32(np.float32(1) - ramp)
+        return _f32(
+            _f32(interpolation * _f32(np.float32(1) - extrapolation_factor))
+            + _f32(extrapolation * extrapolation_factor)
+        )
+
+    @classmethod
+    def from_hf(cls, p: _HFParams) -> YarnScaling:
+        original = p.original_max()
+        factor = p.get("factor")
+        if factor is None:  # DeepSeek V3: max_position_embeddings / original
+            factor = p.need("max_position_embeddings", in_config=True) / original
+        attention_factor = p.get("attention_factor")
+        mscale, mscale_all = p.get("mscale"), p.get("mscale_all_dim")
+        if attention_factor is None and mscale and mscale_all:
+            attention_factor = _yarn_get_mscale(factor, mscale) / _yarn_get_mscale(
+                factor, mscale_all
+            )
+        softmax_scale = 1.0
+        if _family(p.config.get("model_type", "")) in _MSCALE_SOFTMAX_FAMILIES and mscale_all:
+            softmax_scale = _yarn_get_mscale(factor, mscale_all) ** 2
+        return cls(
+            factor,
+            original,
+            beta_fast=float(p.get("beta_fast", 32.0)),
+            beta_slow=float(p.get("beta_slow", 1.0)),
+            attention_factor=attention_factor,
+            truncate=bool(p.get("truncate", True)),
+            softmax_scale=softmax_scale,
+        )
 
 
-RopeScaling = LinearScaling | DynamicNTKScaling | Llama3Scaling | YarnScaling
+@dataclasses.dataclass(frozen=True)
+class LongRopeScaling(_Scaling):
+    """LongRoPE (HF ``"longrope"``; Phi-3-128k, Phi-3.5, Phi-4-mini): frequency ``i`` is
+    ``1/(ext_i·base^(2i/d))`` with ``ext = short_factor`` while
+    ``seq_len = max(positions) + 1 <= original_max_position_embeddings`` and
+    ``long_factor`` past it (HF 5.24.0 picks one set per call, for all its positions);
+    cos and sin are multiplied by ``attention_factor``, default
+    ``√(1 + ln(factor)/ln(original))`` (``factor`` defaults to ``max/original``)."""
+
+    short_factor: tuple[float, ...]
+    long_factor: tuple[float, ...]
+    original_max_position_embeddings: int
+    factor: float = 1.0
+    attention_factor: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "short_factor", tuple(map(float, self.short_factor)))
+        object.__setattr__(self, "long_factor", tuple(map(float, self.long_factor)))
+        for name in ("short_factor", "long_factor"):
+            for v in getattr(self, name):
+                _check_positive(name, v)
+        if len(self.short_factor) != len(self.long_factor):
+            raise ValueError(
+                f"short_factor and long_factor must have the same length, got "
+                f"{len(self.short_factor)} and {len(self.long_factor)}"
+            )
+        _check_positive("factor", self.factor)
+        check_positive_int(
+            "original_max_position_embeddings", self.original_max_position_embeddings
+        )
+        if self.attention_factor is not None:
+            _check_positive("attention_factor", self.attention_factor)
+
+    def _inv(self, base: float, dim: int, ext) -> np.ndarray:
+        if len(ext) != dim // 2:
+            raise ValueError(
+                f"LongRoPE factors have {len(ext)} entries; rotary_dim {dim} needs {dim // 2}"
+            )
+        shape = np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)
+        return _f32(np.float32(1) / _f32(_f32(ext) * _pow32(base, shape)))
+
+    def inv_freq_np(self, base: float, dim: int) -> np.ndarray:
+        return self._inv(base, dim, self.short_factor)
+
+    def inv_freq_at(self, base: float, dim: int, positions: jax.Array) -> jax.Array:
+        seq_len = jnp.max(positions).astype(jnp.int32) + 1
+        long = jnp.asarray(self._inv(base, dim, self.long_factor))
+        short = jnp.asarray(self._inv(base, dim, self.short_factor))
+        return jnp.where(seq_len > self.original_max_position_embeddings, long, short)
+
+    @property
+    def mscale(self) -> float:
+        """The factor on cos and sin: ``attention_factor``, or HF's default."""
+        if self.attention_factor is not None:
+            return float(self.attention_factor)
+        if self.factor <= 1.0:
+            return 1.0
+        return math.sqrt(
+            1 + math.log(self.factor) / math.log(self.original_max_position_embeddings)
+        )
+
+    @classmethod
+    def from_hf(cls, p: _HFParams) -> LongRopeScaling:
+        original = p.original_max()
+        factor = p.get("factor")
+        if factor is None:
+            factor = p.need("max_position_embeddings", in_config=True) / original
+        return cls(
+            p.need("short_factor"),
+            p.need("long_factor"),
+            original,
+            factor=factor,
+            attention_factor=p.get("attention_factor"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class GivenFrequencies(_Scaling):
+    """Frequencies given as they are (``RoPE.from_inv_freq``): ``values`` ``(dim // 2,)``
+    float32, cos and sin times ``scaling``."""
+
+    values: tuple[float, ...]
+    scaling: float = 1.0
+
+    def __post_init__(self):
+        values = _f32(self.values)
+        if values.ndim != 1 or not values.size or not np.all(np.isfinite(values)):
+            raise ValueError(f"inv_freq must be a non-empty finite 1-D array, got {self.values!r}")
+        object.__setattr__(self, "values", tuple(float(v) for v in values))
+        _check_positive("attention_scaling", self.scaling)
+
+    def inv_freq_np(self, base: float, dim: int) -> np.ndarray:
+        if len(self.values) != dim // 2:
+            raise ValueError(
+                f"inv_freq has {len(self.values)} entries; rotary_dim {dim} needs {dim // 2}"
+            )
+        return _f32(self.values)
+
+    @property
+    def mscale(self) -> float:
+        return float(self.scaling)
+
+
+ROPE_SCALINGS: dict[str, type[_Scaling]] = {
+    "linear": LinearScaling,
+    "dynamic": DynamicNTKScaling,
+    "llama3": Llama3Scaling,
+    "yarn": YarnScaling,
+    "longrope": LongRopeScaling,
+}
+"""HF ``rope_type`` → the scaling class that reads it (``"default"``: no scaling)."""
+
+RopeScaling = (
+    LinearScaling
+    | DynamicNTKScaling
+    | Llama3Scaling
+    | YarnScaling
+    | LongRopeScaling
+    | GivenFrequencies
+)
+
+# Families whose own code pairs features (2i, 2i+1) (verified by parity/rope_matrix.py).
+_INTERLEAVED_FAMILIES = frozenset(
+    {
+        "bailing_hybrid",
+        "codegen",
+        "cohere",
+        "cohere2",
+        "cohere2_moe",
+        "deepseek_v2",
+        "ernie4_5",
+        "ernie4_5_moe",
+        "ernie4_5_vl_moe",
+        "glm",
+        "glm4",
+        "glm_moe_dsa",
+        "glm_ocr",
+        "gptj",
+        "helium",
+        "hy_v4_vl",
+        "llama4",
+        "llama4_text",
+        "longcat_flash",
+        "mistral_large4",
+        "moonshine_streaming",
+        "openai_privacy_filter",
+    }
+)
+# Families that multiply the softmax scale by mscale(factor, mscale_all_dim)².
+_MSCALE_SOFTMAX_FAMILIES = frozenset(
+    {
+        "axk1",
+        "axk2",
+        "bailing_hybrid",
+        "deepseek_v2",
+        "deepseek_v3",
+        "deepseek_v32",
+        "glm4_moe_lite",
+        "glm_moe_dsa",
+        "hy_v4",
+        "hy_v4_vl",
+        "longcat_flash",
+        "minicpm3",
+        "mistral4",
+        "mistral_large4",
+        "youtu",
+    }
+)
+# Families whose own code is not a RoPE of this module: refused, with the reason.
+_REFUSED_FAMILIES = {
+    "nanochat": "rotates by -θ (its rotate_half returns (x2, -x1)); use RoPE.apply at -positions",
+}
+# ALiBi families: refused by from_hf_config, pointed to alibi_slopes / alibi_bias.
+_ALIBI_FAMILIES = frozenset({"bloom", "mpt"})
 
 
 def _default_inv_freq(base: float, rotary_dim: int) -> np.ndarray:
@@ -251,51 +632,93 @@ def _default_inv_freq(base: float, rotary_dim: int) -> np.ndarray:
     return _f32(np.float32(1.0) / _pow32(base, exponent))
 
 
-def _llama3_inv_freq(inv: np.ndarray, s: Llama3Scaling) -> np.ndarray:
-    """HF ``_compute_llama3_parameters``, its float32 operations in order."""
-    old = s.original_max_position_embeddings
-    low_wavelen, high_wavelen = old / s.low_freq_factor, old / s.high_freq_factor
-    wavelen = _f32(np.float32(2 * math.pi) / inv)
-    scaled = np.where(wavelen > low_wavelen, _f32(inv / np.float32(s.factor)), inv)
-    smooth = _f32(
-        (_f32(np.float32(old) / wavelen) - np.float32(s.low_freq_factor))
-        / np.float32(s.high_freq_factor - s.low_freq_factor)
+def _as_config_dict(config) -> dict:
+    """A config.json dict from a dict or any object with ``to_dict()`` (a ``PretrainedConfig``)."""
+    if isinstance(config, dict):
+        return config
+    to_dict = getattr(config, "to_dict", None)
+    if callable(to_dict):
+        out = to_dict()
+        if isinstance(out, dict):
+            return out
+    raise TypeError(
+        f"config must be a dict or have to_dict() (a PretrainedConfig), got {type(config).__name__}"
     )
-    smoothed = _f32(
-        _f32(_f32(np.float32(1) - smooth) * scaled) / np.float32(s.factor) + _f32(smooth * scaled)
-    )
-    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-    return _f32(np.where(medium, smoothed, scaled))
 
 
-def _yarn_inv_freq(base: float, dim: int, s: YarnScaling) -> np.ndarray:
-    """HF ``_compute_yarn_parameters``, its float32 operations in order."""
-    pos_freqs = _pow32(base, np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
-    extrapolation = _f32(np.float32(1) / pos_freqs)
-    interpolation = _f32(np.float32(1) / _f32(np.float32(s.factor) * pos_freqs))
+def _mrope_axes(section: tuple[int, ...], interleaved: bool, half: int) -> np.ndarray:
+    """For each of the ``half`` frequencies, which of the (t, h, w) position rows it reads."""
+    if sum(section) != half:
+        raise ValueError(f"mrope_section {list(section)} must sum to rotary_dim // 2 = {half}")
+    if not interleaved:  # Qwen2-VL / Qwen2.5-VL: contiguous chunks, chunk i reads row i % 3
+        return np.concatenate([np.full(n, i % 3) for i, n in enumerate(section)]).astype(np.int32)
+    axes = np.zeros(half, np.int32)  # Qwen3-VL: t, then h at 1, 4, ..., w at 2, 5, ...
+    for row, offset in ((1, 1), (2, 2)):
+        axes[offset : section[row] * 3 : 3] = row
+    return axes
 
-    def correction_dim(rotations: float) -> float:
-        original = s.original_max_position_embeddings
-        return (dim * math.log(original / (rotations * 2 * math.pi))) / (2 * math.log(base))
 
-    low, high = correction_dim(s.beta_fast), correction_dim(s.beta_slow)
-    if s.truncate:
-        low, high = math.floor(low), math.ceil(high)
-    low, high = max(low, 0), min(high, dim - 1)
-    if low == high:
-        high += 0.001  # HF: "prevent singularity"
-    ramp = np.clip(
-        _f32(
-            _f32(np.arange(dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
-        ),
-        0,
-        1,
-    )
-    extrapolation_factor = _f32(np.float32(1) - ramp)
-    return _f32(
-        _f32(interpolation * _f32(np.float32(1) - extrapolation_factor))
-        + _f32(extrapolation * extrapolation_factor)
-    )
+_MROPE_DEFAULT_SECTIONS = {
+    "qwen2_vl": (16, 24, 24),
+    "qwen2_vl_text": (16, 24, 24),
+    "qwen2_5_vl": (16, 24, 24),
+    "qwen2_5_vl_text": (16, 24, 24),
+    "qwen3_vl": (24, 20, 20),
+    "qwen3_vl_text": (24, 20, 20),
+    "qwen3_vl_moe": (24, 20, 20),
+    "qwen3_vl_moe_text": (24, 20, 20),
+}
+_MROPE_INTERLEAVED_FAMILIES = frozenset(
+    {
+        "cohere_compass",
+        "cosmos3_edge",
+        "hy_v4_vl",
+        "qwen3_5",
+        "qwen3_5_moe",
+        "qwen3_omni_moe",
+        "qwen3_vl",
+        "qwen3_vl_moe",
+        "qwen4_exp",
+    }
+)
+
+
+def _family(model_type: str) -> str:
+    """The family of a model type: a multimodal model's ``*_text`` config is its family's."""
+    return model_type.removesuffix("_text")
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _check_positions(positions) -> None:
+    """Host check of concrete positions before JAX narrows them to int32 (wrapping)."""
+    if isinstance(positions, Tracer) or (
+        not hasattr(positions, "dtype")
+        and not isinstance(positions, (list, tuple, int, np.integer))
+    ):
+        return
+    if not getattr(positions, "is_fully_addressable", True):
+        return
+    values = np.asarray(positions)
+    if values.dtype == bool or not (
+        np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+    ):
+        raise TypeError(f"positions must be integers, got dtype {values.dtype}")
+    if not values.size:
+        return
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.all(np.isfinite(values)):
+            raise ValueError("positions must be finite, got NaN or infinity")
+        return
+    lo, hi = _INT32
+    bad = np.flatnonzero((values < lo) | (values > hi))
+    if bad.size:
+        index = np.unravel_index(int(bad[0]), values.shape)
+        raise ValueError(
+            f"positions{list(map(int, index))} = {int(values[index])} is outside the int32 "
+            f"range [{lo}, {hi}] ({bad.size} of {values.size} entries are)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,8 +751,14 @@ class RoPE:
       base: ``θ`` (HF ``rope_theta``), > 0.
       layout: ``"half"`` or ``"interleaved"``.
       rotary_dim: the rotated features (even, ``<= head_dim``); default ``head_dim``.
-      scaling: ``None`` or a ``LinearScaling``/``DynamicNTKScaling``/``Llama3Scaling``/
-        ``YarnScaling``.
+      scaling: ``None`` or one of ``ROPE_SCALINGS``' classes (``LinearScaling``,
+        ``DynamicNTKScaling``, ``Llama3Scaling``, ``YarnScaling``, ``LongRopeScaling``),
+        or ``GivenFrequencies`` (``from_inv_freq``).
+      mrope_section: M-RoPE (Qwen2-VL family): how many of the ``rotary_dim // 2``
+        frequencies read each of the (temporal, height, width) position rows; positions
+        may then be ``(3, B, T)``.
+      mrope_interleaved: Qwen3-VL's interleaved M-RoPE (rows alternate t, h, w) instead
+        of Qwen2-VL's contiguous chunks.
     """
 
     head_dim: int
@@ -337,6 +766,8 @@ class RoPE:
     layout: Literal["half", "interleaved"] = "half"
     rotary_dim: int | None = None
     scaling: RopeScaling | None = None
+    mrope_section: tuple[int, ...] | None = None
+    mrope_interleaved: bool = False
 
     def __post_init__(self):
         check_positive_int("head_dim", self.head_dim)
@@ -345,19 +776,20 @@ class RoPE:
         _check_positive("base", self.base)
         check_one_of("layout", self.layout, LAYOUTS)
         if self.rotary_dim is not None:
-            check_positive_int("rotary_dim", self.rotary_dim)
+            check_positive_int("rotary_dim", self.rotary_dim, maximum=self.head_dim)
             if self.rotary_dim % 2:
                 raise ValueError(f"rotary_dim must be even, got {self.rotary_dim}")
-            if self.rotary_dim > self.head_dim:
-                raise ValueError(
-                    f"rotary_dim must be <= head_dim={self.head_dim}, got {self.rotary_dim}"
-                )
-        if self.scaling is not None and not isinstance(
-            self.scaling, (LinearScaling, DynamicNTKScaling, Llama3Scaling, YarnScaling)
-        ):
+        if self.scaling is not None and not isinstance(self.scaling, _Scaling):
             raise TypeError(
                 f"scaling must be None or a RoPE scaling, got {type(self.scaling).__name__}"
             )
+        if self.mrope_section is not None:
+            section = tuple(check_positive_int("mrope_section", s) for s in self.mrope_section)
+            if len(section) != 3:
+                raise ValueError(f"mrope_section must have 3 entries, got {list(section)}")
+            object.__setattr__(self, "mrope_section", section)
+            _mrope_axes(section, self.mrope_interleaved, self.dim // 2)
+        self.inv_freq_np()  # sizes of given/LongRoPE frequencies are checked here
 
     @property
     def dim(self) -> int:
@@ -366,57 +798,60 @@ class RoPE:
 
     @property
     def attention_factor(self) -> float:
-        """The factor on cos and sin: YaRN's ``mscale``, else 1."""
-        return self.scaling.mscale if isinstance(self.scaling, YarnScaling) else 1.0
+        """The factor on cos and sin (YaRN's or LongRoPE's ``mscale``), else 1."""
+        return 1.0 if self.scaling is None else self.scaling.mscale
+
+    @property
+    def softmax_scale(self) -> float:
+        """The factor by which the family multiplies its softmax scale ``1/√d_qk``:
+        DeepSeek's YaRN ``mscale(factor, mscale_all_dim)²``; 1.0 where it does not."""
+        return 1.0 if self.scaling is None else self.scaling.softmax_factor()
 
     def inv_freq_np(self) -> np.ndarray:
-        """``inv_freq`` as a host NumPy float32 array (unscaled for ``DynamicNTKScaling``)."""
-        s = self.scaling
-        if isinstance(s, YarnScaling):
-            return _yarn_inv_freq(self.base, self.dim, s)
-        inv = _default_inv_freq(self.base, self.dim)
-        if isinstance(s, LinearScaling):
-            return _f32(inv / np.float32(s.factor))
-        if isinstance(s, Llama3Scaling):
-            return _llama3_inv_freq(inv, s)
-        return inv
+        """``inv_freq`` as a host NumPy float32 array (the short-length one for
+        ``DynamicNTKScaling`` and ``LongRopeScaling``)."""
+        if self.scaling is None:
+            return _default_inv_freq(self.base, self.dim)
+        return self.scaling.inv_freq_np(self.base, self.dim)
 
     @property
     def inv_freq(self) -> jax.Array:
         """The angular frequencies ``ω_i``, float32 ``(rotary_dim // 2,)``.
 
-        For ``DynamicNTKScaling`` these are the unscaled ones, used while
+        For ``DynamicNTKScaling`` and ``LongRopeScaling`` these are the ones used while
         ``max(positions) < original_max_position_embeddings``.
         """
         return jnp.asarray(self.inv_freq_np())
 
+    def inv_freq_at(self, positions: jax.Array) -> jax.Array:
+        """The frequencies used for ``positions`` (length-dependent scalings read
+        ``seq_len = max(positions) + 1``, as Hugging Face does)."""
+        if self.scaling is None:
+            return self.inv_freq
+        return self.scaling.inv_freq_at(self.base, self.dim, jnp.asarray(positions))
+
     def _dynamic_inv_freq(self, positions: jax.Array) -> jax.Array:
-        """HF's dynamic NTK frequencies for ``seq_len = max(positions) + 1`` (float32 ops)."""
-        s = self.scaling
-        assert isinstance(s, DynamicNTKScaling)
-        d = self.dim
-        seq_len = jnp.max(positions).astype(jnp.float32) + 1
-        original = np.float32(s.original_max_position_embeddings)
-        ratio = (np.float32(s.factor) * seq_len / original) - np.float32(s.factor - 1)
-        # base' = base·ratio^(d/(d-2)); inv = base'^(-2i/d) = exp(-(2i/d)·ln(base')).
-        log_base = np.float32(math.log(self.base)) + np.float32(d / (d - 2)) * jnp.log(ratio)
-        exponent = jnp.asarray(np.arange(0, d, 2, dtype=np.float32) / np.float32(d))
-        scaled = jnp.exp(-exponent * log_base)
-        return jnp.where(seq_len > original, scaled, self.inv_freq)
+        """HF's dynamic NTK frequencies for ``seq_len = max(positions) + 1``."""
+        assert isinstance(self.scaling, DynamicNTKScaling)
+        return self.inv_freq_at(positions)
 
     def cos_sin(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
         """float32 ``(cos, sin)`` of the angles ``positions[..., None]·ω``, shape
-        ``positions.shape + (rotary_dim // 2,)``, times YaRN's attention factor.
+        ``positions.shape + (rotary_dim // 2,)``, times the attention factor.
 
         ``positions``: any integer (or float) array; ``float32(position)`` is exact
-        below ``2^24``.
+        below ``2^24``. With ``mrope_section``, ``(3, B, T)`` positions give ``(B, T,
+        rotary_dim // 2)``: frequency ``i`` reads the row its section names.
         """
+        _check_positions(positions)
         positions = jnp.asarray(positions)
-        if isinstance(self.scaling, DynamicNTKScaling):
-            inv = self._dynamic_inv_freq(positions)
+        inv = self.inv_freq_at(positions)
+        pos = positions.astype(jnp.float32)
+        if self.mrope_section is not None and positions.ndim == 3:
+            axes = _mrope_axes(self.mrope_section, self.mrope_interleaved, self.dim // 2)
+            angle = jnp.moveaxis(pos[axes], 0, -1) * inv  # (B, T, d/2), row axes[i] for ω_i
         else:
-            inv = self.inv_freq
-        angle = positions.astype(jnp.float32)[..., None] * inv
+            angle = pos[..., None] * inv
         cos, sin = jnp.cos(angle), jnp.sin(angle)
         factor = self.attention_factor
         if factor != 1.0:
@@ -465,130 +900,239 @@ class RoPE:
         Args:
           x: queries or keys, ``(..., T, H, head_dim)``, any float dtype.
           positions: ``(T,)`` or ``(B, T)`` integers (offsets for decoding, any
-            values for packed sequences; negative ones allowed).
+            values for packed sequences; negative ones allowed), or ``(3, B, T)`` with
+            ``mrope_section``. Concrete ones are checked on the host: outside int32
+            they would wrap.
 
         Returns:
           The same shape and dtype; features past ``rotary_dim`` unchanged.
         """
         x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")
+        _check_positions(positions)
         positions = jnp.asarray(positions)
         if x.ndim < 3 or x.shape[-1] != self.head_dim:
             raise ValueError(
                 f"x must have shape (..., T, H, head_dim={self.head_dim}), got {tuple(x.shape)}"
             )
-        if positions.ndim not in (1, 2) or positions.shape[-1] != x.shape[-3]:
+        batched = positions.ndim == 2 or (self.mrope_section is not None and positions.ndim == 3)
+        if positions.ndim == 3 and (self.mrope_section is None or positions.shape[0] != 3):
+            raise ValueError(
+                f"positions of shape {tuple(positions.shape)}: (3, B, T) positions need "
+                "mrope_section (M-RoPE)"
+            )
+        if positions.ndim not in (1, 2, 3) or positions.shape[-1] != x.shape[-3]:
             raise ValueError(
                 f"positions must have shape (T,) or (B, T) with T={x.shape[-3]} "
                 f"(x's axis -3), got {tuple(positions.shape)}"
             )
-        if positions.ndim == 2 and (x.ndim < 4 or x.shape[-4] != positions.shape[0]):
+        if batched and (x.ndim < 4 or x.shape[-4] != positions.shape[-2]):
             raise ValueError(
                 f"positions of shape {tuple(positions.shape)} need x of shape "
-                f"({positions.shape[0]}, T, H, head_dim), got {tuple(x.shape)}"
+                f"({positions.shape[-2]}, T, H, head_dim), got {tuple(x.shape)}"
             )
         cos, sin = self.cos_sin(positions)
         return self.rotate(x, cos, sin)
 
     @classmethod
-    def from_hf_config(cls, config: dict) -> RoPE:
-        """The ``RoPE`` of a Hugging Face ``config.json`` dict.
+    def from_inv_freq(
+        cls,
+        inv_freq,
+        *,
+        layout: Literal["half", "interleaved"] = "half",
+        rotary_dim: int | None = None,
+        head_dim: int | None = None,
+        attention_scaling: float = 1.0,
+    ) -> RoPE:
+        """A ``RoPE`` with a model's own frequencies ``inv_freq`` ``(rotary_dim // 2,)``
+        (e.g. a checkpoint's ``inv_freq`` buffer), cos and sin times ``attention_scaling``.
 
-        Reads ``rope_theta`` (or ``rope_parameters['rope_theta']``, GPT-NeoX's
-        ``rotary_emb_base``), ``rope_parameters`` / ``rope_scaling`` (types
-        ``default``, ``linear``, ``dynamic``, ``llama3``, ``yarn``),
-        ``partial_rotary_factor`` / ``rotary_pct`` / GPT-J's ``rotary_dim``, and
-        ``head_dim`` or ``hidden_size // num_attention_heads``. The layout is
-        ``"interleaved"`` for GPT-J and CodeGen (``model_type``), ``"half"`` otherwise.
+        ``rotary_dim`` defaults to ``2·len(inv_freq)``, ``head_dim`` to ``rotary_dim``.
+
+        Example::
+
+          >>> rope = RoPE.from_inv_freq(RoPE(8).inv_freq_np())
+          >>> rope.apply(jnp.ones((1, 2, 1, 8)), jnp.arange(2)).shape
+          (1, 2, 1, 8)
+        """
+        scaling = GivenFrequencies(tuple(_f32(inv_freq).ravel().tolist()), attention_scaling)
+        if _f32(inv_freq).ndim != 1:
+            raise ValueError(f"inv_freq must be 1-D, got shape {_f32(inv_freq).shape}")
+        dim = 2 * len(scaling.values) if rotary_dim is None else rotary_dim
+        return cls(head_dim or dim, layout=layout, rotary_dim=dim, scaling=scaling)
+
+    @classmethod
+    def from_hf_config(cls, config, *, layer_type: str | None = None) -> RoPE:
+        """The ``RoPE`` of a Hugging Face config: a ``config.json`` dict or any object
+        with ``to_dict()`` (a ``PretrainedConfig``). Multimodal configs are read from
+        their ``text_config``.
+
+        Reads ``rope_parameters`` / legacy ``rope_scaling`` (``rope_type`` or legacy
+        ``type``: ``default`` or a key of ``ROPE_SCALINGS``), ``rope_theta`` (GPT-NeoX's
+        ``rotary_emb_base``), ``partial_rotary_factor`` / ``rotary_pct`` / GPT-J's
+        ``rotary_dim``, DeepSeek's ``qk_rope_head_dim``, ``head_dim`` or
+        ``hidden_size // num_attention_heads``, and ``mrope_section``. The layout is
+        ``"interleaved"`` for the families whose code pairs ``(2i, 2i+1)`` (GPT-J,
+        CodeGen, Cohere, GLM, Llama 4, DeepSeek V2, ``rope_interleave``), else
+        ``"half"`` (parity/rope_matrix.py checks each family against its own code).
+
+        Per-layer-type parameters (nested ``rope_parameters``, Gemma 3's legacy
+        ``rope_local_base_freq``) need ``layer_type`` (e.g. ``"full_attention"``).
 
         Raises:
-          ValueError: naming the key, for a scaling type it does not support or a
-            missing size.
+          ValueError: naming the key and the family: an unsupported ``rope_type``, a
+            missing key, a per-layer config without ``layer_type``, an ALiBi config
+            (use ``alibi_slopes`` / ``alibi_bias``).
         """
-        params = dict(config.get("rope_parameters") or {})
-        scaling_key = "rope_parameters" if params else "rope_scaling"
-        scaling_cfg = params if params else dict(config.get("rope_scaling") or {})
+        cfg = _as_config_dict(config)
+        model_type = cfg.get("model_type") or "unknown"
+        family = f"model_type {model_type!r}"
+        if (
+            model_type in _ALIBI_FAMILIES
+            or cfg.get("alibi") is True
+            or (isinstance(cfg.get("attn_config"), dict) and cfg["attn_config"].get("alibi"))
+        ):
+            raise ValueError(
+                f"{family} uses ALiBi, not RoPE: use flax_embed.positions.alibi_slopes / alibi_bias"
+            )
+        rope_keys = ("rope_parameters", "rope_scaling", "rope_theta", "head_dim", "hidden_size")
+        text = cfg.get("text_config")
+        own = ("rope_parameters", "rope_scaling", "rope_theta")
+        if (
+            isinstance(text, dict)
+            and any(cfg.get(k) is not None for k in own)
+            and any(text.get(k) is not None for k in own)
+        ):
+            raise ValueError(
+                f"{family} has RoPE parameters both at its top level and in text_config: pass "
+                "config['text_config'] for the language model, or the sub-config you port"
+            )
+        if isinstance(text, dict) and not any(cfg.get(k) is not None for k in rope_keys):
+            cfg = text
+            model_type = cfg.get("model_type") or model_type
+            family = f"model_type {model_type!r} (text_config)"
+        params, where = cls._hf_params(cfg, family, layer_type)
+        type_key = "rope_type" if "rope_type" in params or "type" not in params else "type"
+        rope_type = params.get(type_key) or "default"
+        if rope_type == "mrope":  # legacy Qwen2-VL: default frequencies, sections
+            rope_type = "default"
         base = (
             params.get("rope_theta")
-            or config.get("rope_theta")
-            or config.get("rotary_emb_base")
+            or cfg.get("rope_theta")
+            or cfg.get("rotary_emb_base")
+            or (cfg.get("attn_config") or {}).get("rope_theta")  # DBRX
             or 10000.0
         )
-        head_dim = config.get("head_dim")
-        if head_dim is None:
-            hidden = config.get("hidden_size", config.get("n_embd"))
-            heads = config.get("num_attention_heads", config.get("n_head"))
-            if hidden is None or heads is None:
-                raise ValueError("config needs head_dim, or hidden_size and num_attention_heads")
-            head_dim = hidden // heads
-        model_type = config.get("model_type", "")
-        layout = "interleaved" if model_type in ("gptj", "codegen") else "half"
-        rotary_dim = config.get("rotary_dim") if layout == "interleaved" else None
+        if cfg.get("qk_rope_head_dim"):  # DeepSeek (MLA): RoPE on the qk_rope part only
+            head_dim = cfg["qk_rope_head_dim"]
+        else:
+            # JetMoe's kv_channels, Zamba 2's attention_head_dim are its head_dim.
+            head_dim = (
+                cfg.get("head_dim") or cfg.get("kv_channels") or cfg.get("attention_head_dim")
+            )
+            if not head_dim:
+                hidden = cfg.get("hidden_size", cfg.get("n_embd", cfg.get("d_model")))
+                heads = cfg.get("num_attention_heads", cfg.get("n_head", cfg.get("n_heads")))
+                if not hidden or not heads:
+                    raise ValueError(
+                        f"config needs head_dim, or hidden_size and num_attention_heads "
+                        f"({family}); for a nested config (encoder-decoder, speech, vision), "
+                        "pass the sub-config of the attention that uses RoPE"
+                    )
+                head_dim = hidden // heads
+        if _family(model_type) in _REFUSED_FAMILIES:
+            raise ValueError(f"{family} {_REFUSED_FAMILIES[_family(model_type)]}")
+        interleaved = _family(model_type) in _INTERLEAVED_FAMILIES or bool(
+            cfg.get("rope_interleave")
+        )
+        layout = "interleaved" if interleaved else "half"
+        rotary_dim = cfg.get("rotary_dim") if model_type in ("gptj", "codegen") else None
         factor = (
             params.get("partial_rotary_factor")
-            or config.get("partial_rotary_factor")
-            or config.get("rotary_pct")
+            or cfg.get("partial_rotary_factor")
+            or cfg.get("rotary_pct")
         )
+        if cfg.get("qk_rope_head_dim"):
+            factor = None  # HF: int(head_dim·partial_rotary_factor) is the qk_rope slice
         if rotary_dim is None and factor is not None:
             rotary_dim = int(head_dim * factor)
-        rope_type = scaling_cfg.get("rope_type", scaling_cfg.get("type", "default"))
-        scaling: RopeScaling | None
-        original = scaling_cfg.get(
-            "original_max_position_embeddings", config.get("max_position_embeddings")
-        )
-
-        def need(key: str, source: dict = scaling_cfg, where: str = scaling_key):
-            if source.get(key) is None:
-                raise ValueError(f"{where}['{key}'] is required for rope_type {rope_type!r}")
-            return source[key]
-
-        if rope_type == "default":
-            scaling = None
-        elif rope_type == "linear":
-            scaling = LinearScaling(need("factor"))
-        elif rope_type == "dynamic":
-            # HF's dynamic NTK scales past config.max_position_embeddings.
-            scaling = DynamicNTKScaling(
-                need("factor"), need("max_position_embeddings", config, "config")
-            )
-        elif rope_type == "llama3":
-            scaling = Llama3Scaling(
-                need("factor"),
-                need("low_freq_factor"),
-                need("high_freq_factor"),
-                need("original_max_position_embeddings"),
-            )
-        elif rope_type == "yarn":
-            if original is None:
-                original = need("original_max_position_embeddings")
-            yarn_factor = scaling_cfg.get("factor") or (
-                need("max_position_embeddings", config, "config") / original
-            )
-            attention_factor = scaling_cfg.get("attention_factor")
-            mscale, mscale_all = scaling_cfg.get("mscale"), scaling_cfg.get("mscale_all_dim")
-            if attention_factor is None and mscale and mscale_all:
-
-                def get_mscale(scale, m):
-                    return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
-
-                attention_factor = get_mscale(yarn_factor, mscale) / get_mscale(
-                    yarn_factor, mscale_all
+        scaling: _Scaling | None = None
+        if rope_type != "default":
+            scaling_cls = ROPE_SCALINGS.get(rope_type)
+            if scaling_cls is None:
+                raise ValueError(
+                    f"{where}['{type_key}'] = {rope_type!r} is not supported ({family}); "
+                    f"supported: default, {', '.join(ROPE_SCALINGS)}"
                 )
-            scaling = YarnScaling(
-                yarn_factor,
-                original,
-                beta_fast=scaling_cfg.get("beta_fast") or 32.0,
-                beta_slow=scaling_cfg.get("beta_slow") or 1.0,
-                attention_factor=attention_factor,
-                truncate=scaling_cfg.get("truncate", True),
+            scaling = scaling_cls.from_hf(_HFParams(params, cfg, where, family, rope_type))
+        section = params.get("mrope_section") or cfg.get("mrope_section")
+        if section is None:
+            section = _MROPE_DEFAULT_SECTIONS.get(_family(model_type))
+        try:
+            return cls(
+                int(head_dim),
+                base=float(base),
+                layout=layout,
+                rotary_dim=rotary_dim,
+                scaling=scaling,  # type: ignore[arg-type]
+                mrope_section=tuple(section) if section is not None else None,
+                mrope_interleaved=bool(
+                    params.get("mrope_interleaved")
+                    or _family(model_type) in _MROPE_INTERLEAVED_FAMILIES
+                ),
             )
-        else:
-            raise ValueError(
-                f"{scaling_key}['rope_type'] = {rope_type!r} is not supported "
-                "(supported: default, linear, dynamic, llama3, yarn)"
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e} ({family})") from None
+
+    @staticmethod
+    def _hf_params(cfg: dict, family: str, layer_type: str | None) -> tuple[dict, str]:
+        """The RoPE parameters dict of ``cfg`` (for ``layer_type``) and where it is."""
+        rp = cfg.get("rope_parameters")
+        rs = cfg.get("rope_scaling")
+        nested = isinstance(rp, dict) and any(isinstance(v, dict) for v in rp.values())
+        if nested or cfg.get("rope_local_base_freq") is not None:
+            if nested:
+                assert isinstance(rp, dict)
+                types = {k: dict(v) for k, v in rp.items() if isinstance(v, dict)}
+                source = "rope_parameters"
+            else:  # legacy Gemma 3: sliding layers use rope_local_base_freq, no scaling
+                full = dict(rs or rp or {})
+                full.setdefault("rope_theta", cfg.get("rope_theta"))
+                types = {
+                    "sliding_attention": {
+                        "rope_type": "default",
+                        "rope_theta": cfg["rope_local_base_freq"],
+                    },
+                    "full_attention": full,
+                }
+                source = "rope_scaling" if rs else "rope_parameters"
+            if layer_type is None:
+                raise ValueError(
+                    f"{family} has RoPE parameters per layer type ({', '.join(types)}): "
+                    "pass layer_type=..."
+                )
+            if layer_type not in types:
+                raise ValueError(
+                    f"layer_type {layer_type!r} is not one of {family}'s layer types "
+                    f"({', '.join(types)})"
+                )
+            where = (
+                f"{source}['{layer_type}']"
+                if nested
+                else ("rope_local_base_freq" if layer_type == "sliding_attention" else source)
             )
-        return cls(
-            int(head_dim), base=float(base), layout=layout, rotary_dim=rotary_dim, scaling=scaling
-        )
+            return types[layer_type], where
+        if layer_type is not None:
+            known = cfg.get("layer_types")
+            if isinstance(known, list) and known and layer_type not in known:
+                raise ValueError(
+                    f"layer_type {layer_type!r} is not one of {family}'s layer types "
+                    f"({', '.join(dict.fromkeys(known))})"
+                )
+        if isinstance(rp, dict) and rp:
+            return dict(rp), "rope_parameters"
+        return dict(rs or {}), "rope_scaling"
 
 
 def rope_permute(w: jax.Array, num_heads: int, *, to: str = "half") -> jax.Array:
@@ -684,9 +1228,11 @@ def alibi_bias(
     document the same as the document alone; pair it with ``segment_mask``, which
     masks the entries across documents.
     """
-    query_len = check_positive_int("query_len", query_len)
-    key_len = check_positive_int("key_len", key_len)
-    offset = check_positive_int("offset", offset, minimum=0)
+    query_len = check_positive_int("query_len", query_len, maximum=2**31 - 1)
+    key_len = check_positive_int("key_len", key_len, maximum=2**31 - 1)
+    # Distances are int32 (JAX's default): the last query's position, offset + query_len - 1,
+    # must fit, or it wraps and flips the bias's sign.
+    offset = check_positive_int("offset", offset, minimum=0, maximum=2**31 - query_len)
     slopes = alibi_slopes(num_heads)
     if positions is not None:
         pos_BxT = jnp.asarray(positions)

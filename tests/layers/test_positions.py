@@ -228,13 +228,16 @@ def test_from_hf_config_names_a_missing_scaling_key():
         RoPE.from_hf_config(config)
 
 
-def test_from_hf_config_names_the_unsupported_scaling_key():
+@pytest.mark.parametrize("key", ["rope_type", "type"])
+def test_from_hf_config_names_the_unsupported_scaling_key_and_family(key):
     config = {
+        "model_type": "llama",
         "hidden_size": 64,
         "num_attention_heads": 2,
-        "rope_scaling": {"rope_type": "longrope"},
+        "rope_scaling": {key: "made_up"},
     }
-    with pytest.raises(ValueError, match=r"rope_scaling\['rope_type'\] = 'longrope'"):
+    match = rf"rope_scaling\['{key}'\] = 'made_up' is not supported \(model_type 'llama'\)"
+    with pytest.raises(ValueError, match=match):
         RoPE.from_hf_config(config)
 
 
@@ -364,3 +367,152 @@ def test_rotate_keeps_signed_zeros_like_hf(layout):
     else:
         ref = gptj_apply(xt, torch.from_numpy(sin)[None], torch.from_numpy(cos)[None]).numpy()
     np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32))
+
+
+# --- from_hf_config across families (issue 18); the matrix checks each against HF's code ---
+
+
+def _hf(model_type, **kw):
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(model_type, **kw)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "layout"),
+    [("llama", "half"), ("cohere", "interleaved"), ("glm4", "interleaved"),
+     ("llama4_text", "interleaved"), ("deepseek_v2", "interleaved"), ("gptj", "interleaved")],
+)  # fmt: skip
+def test_from_hf_config_layout_follows_the_family(model_type, layout):
+    assert RoPE.from_hf_config(_hf(model_type)).layout == layout
+
+
+def test_from_hf_config_reads_deepseek_rope_interleave_and_qk_rope_head_dim():
+    config = _hf("deepseek_v3", rope_interleave=True, qk_rope_head_dim=64)
+    rope = RoPE.from_hf_config(config)
+    assert (rope.layout, rope.head_dim, rope.dim) == ("interleaved", 64, 64)
+
+
+def test_from_hf_config_accepts_a_config_object():
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(hidden_size=256, num_attention_heads=4)
+    assert RoPE.from_hf_config(config) == RoPE.from_hf_config(config.to_dict())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"model_type": "bloom", "n_head": 8, "hidden_size": 64},
+     {"model_type": "falcon", "alibi": True, "hidden_size": 64, "num_attention_heads": 4},
+     {"model_type": "mpt", "d_model": 64, "n_heads": 4, "attn_config": {"alibi": True}}],
+    ids=["bloom", "falcon-alibi", "mpt"],
+)  # fmt: skip
+def test_from_hf_config_refuses_alibi_configs(config):
+    with pytest.raises(ValueError, match=r"uses ALiBi, not RoPE: use .*alibi_slopes"):
+        RoPE.from_hf_config(config)
+
+
+def test_gemma3_per_layer_types():
+    config = _hf("gemma3_text")
+    with pytest.raises(ValueError, match=r"per layer type .*sliding_attention, full_attention"):
+        RoPE.from_hf_config(config)
+    assert RoPE.from_hf_config(config, layer_type="sliding_attention").base == 10000.0
+    assert RoPE.from_hf_config(config, layer_type="full_attention").base == 1e6
+
+
+def test_gemma3_legacy_rope_local_base_freq():
+    legacy = {"model_type": "gemma3_text", "head_dim": 256, "hidden_size": 1152,
+              "num_attention_heads": 4, "rope_theta": 1e6, "rope_local_base_freq": 1e4,
+              "rope_scaling": {"rope_type": "linear", "factor": 8.0}}  # fmt: skip
+    sliding = RoPE.from_hf_config(legacy, layer_type="sliding_attention")
+    full = RoPE.from_hf_config(legacy, layer_type="full_attention")
+    assert sliding == RoPE(256, base=1e4)
+    assert full == RoPE(256, base=1e6, scaling=LinearScaling(8.0))
+
+
+def test_llama3_with_equal_low_and_high_factors_matches_hf():
+    params = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 16.0, "low_freq_factor": 1.0,
+              "high_freq_factor": 1.0, "original_max_position_embeddings": 8192}  # fmt: skip
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    config = LlamaConfig(hidden_size=256, num_attention_heads=2, rope_parameters=params)
+    hf = LlamaRotaryEmbedding(config).inv_freq.numpy()
+    ours = RoPE.from_hf_config(config).inv_freq_np()
+    np.testing.assert_allclose(ours, hf, rtol=5 * U, atol=0)
+
+
+def test_longrope_switches_to_long_factors_past_the_original_length():
+    from transformers import Phi3Config
+    from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
+
+    half = 16
+    params = {"rope_type": "longrope", "rope_theta": 1e4,
+              "short_factor": [1.0 + i / 10 for i in range(half)],
+              "long_factor": [2.0 + i for i in range(half)]}  # fmt: skip
+    config = Phi3Config(hidden_size=64, num_attention_heads=2, max_position_embeddings=1024,
+                        original_max_position_embeddings=256, rope_parameters=params)  # fmt: skip
+    rope = RoPE.from_hf_config(config)
+    for n in (256, 257):
+        pos = np.arange(n)
+        cos_hf, _ = Phi3RotaryEmbedding(config)(torch.zeros(1), torch.from_numpy(pos)[None])
+        cos, _ = rope.cos_sin(pos)
+        theta = n * 32.0  # angles < n·max ω; bound as the parity rows' cos bound
+        np.testing.assert_allclose(cos, cos_hf[0, :, :half], rtol=0, atol=theta * 12 * U)
+    assert rope.attention_factor == pytest.approx(np.sqrt(1 + np.log(4) / np.log(256)))
+
+
+def test_mrope_positions_pick_their_row_per_section():
+    rope = RoPE(16, mrope_section=(2, 3, 3))
+    pos = np.stack([np.arange(4), np.arange(4) * 10, np.arange(4) * 100])[:, None]  # (3, 1, 4)
+    cos, _ = rope.cos_sin(pos)
+    for row, cols in ((0, slice(0, 2)), (1, slice(2, 5)), (2, slice(5, 8))):
+        want, _ = RoPE(16).cos_sin(pos[row])
+        np.testing.assert_array_equal(cos[..., cols], want[..., cols])
+
+
+def test_from_inv_freq_equals_the_computed_rope():
+    rope = RoPE(32, base=5e5)
+    given = RoPE.from_inv_freq(rope.inv_freq_np())
+    x = np.random.default_rng(0).standard_normal((1, 8, 2, 32), dtype=np.float32)
+    np.testing.assert_array_equal(given.apply(x, np.arange(8)), rope.apply(x, np.arange(8)))
+
+
+def test_dynamic_ntk_frequencies_within_half_an_ulp_of_exact():
+    rope = RoPE(128, base=1e4, scaling=DynamicNTKScaling(4.0, 2048))
+    pos = jnp.arange(100_000)
+    ours = np.asarray(jax.jit(rope.inv_freq_at)(pos)).astype(np.float64)
+    base = 1e4 * (4.0 * 100_000 / 2048 - 3.0) ** (128 / 126)
+    exact = base ** -(np.arange(0, 128, 2) / 128)
+    ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(ours - exact) / ulp) <= 0.5
+
+
+# --- host checks of positions, offsets, sizes and dtypes (issue 17: 16, 17, 19) -------------
+
+
+def test_rope_apply_refuses_positions_outside_int32():
+    x = np.ones((1, 2, 1, 8), np.float32)
+    with pytest.raises(ValueError, match=r"positions\[1\] = 4294967299 is outside the int32"):
+        RoPE(8).apply(x, np.array([0, 2**32 + 3], np.int64))
+
+
+def test_rope_apply_refuses_an_integer_x():
+    with pytest.raises(TypeError, match="x must be a floating-point array, got dtype int32"):
+        RoPE(8).apply(np.ones((1, 2, 1, 8), np.int32), np.arange(2))
+
+
+@pytest.mark.parametrize("offset", [2**31 - 2, 2**40])
+def test_alibi_bias_refuses_offsets_that_overflow_int32(offset):
+    with pytest.raises(ValueError, match=r"offset must be at most 2147483645"):
+        alibi_bias(2, 3, 4, offset=offset)
+
+
+def test_alibi_bias_accepts_the_largest_offset():
+    bias = np.asarray(alibi_bias(1, 2, 1, offset=2**31 - 2))
+    assert np.all(bias <= 0)
+
+
+def test_sinusoidal_table_refuses_a_table_larger_than_memory():
+    with pytest.raises(ValueError, match=r"sinusoidal_table\(1000000000, 4096\) need .* GiB"):
+        sinusoidal_table(10**9, 4096)

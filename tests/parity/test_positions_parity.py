@@ -14,6 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from parity import positions as pp
+from parity import rope_matrix as rm
 from parity.report import CHECK_GROUPS
 
 BACKEND = "cpu"
@@ -29,6 +30,8 @@ def _units():
     yield pytest.param(lambda: pp.neox_rows(BACKEND), id="rope-gpt-neox")
     yield pytest.param(lambda: pp.rope_permute_rows(BACKEND), id="rope-permute")
     yield pytest.param(lambda: pp.alibi_rows(BACKEND), id="alibi")
+    for name in rm.FAMILY_CASES:
+        yield pytest.param(lambda n=name: rm.family_rows(n, BACKEND), id=f"family-{name}")
 
 
 @pytest.mark.parametrize("rows", list(_units()))
@@ -50,6 +53,7 @@ def test_the_bit_identical_rows_are_the_same_arithmetic_ones():
 
 def test_the_group_is_registered():
     assert pp.positions_checks in CHECK_GROUPS
+    assert rm.family_checks in CHECK_GROUPS
 
 
 def test_bounded_fails_an_entry_over_its_own_bound():
