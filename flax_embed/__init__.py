@@ -14,9 +14,13 @@ The pipeline, one subpackage a stage (imports go one way, left to right)::
 
 from importlib.metadata import PackageNotFoundError, version
 
-from flax_embed import convert, data, distributed, layers, nnx, positions
-from flax_embed._deprecated import install as _install_deprecated_paths
-from flax_embed._deprecated import moved_name as __getattr__  # noqa: F401
+# The subpackages, as attributes (``flax_embed.nnx.InputEmbedding``), not in ``__all__``.
+from flax_embed import convert as convert
+from flax_embed import data as data
+from flax_embed import distributed as distributed
+from flax_embed import layers as layers
+from flax_embed import nnx as nnx
+from flax_embed import positions as positions
 from flax_embed._validation import as_token_ids
 from flax_embed.convert import load_params, params_from_torch, params_to_torch, save_params
 from flax_embed.data import (
@@ -37,8 +41,8 @@ try:
 except PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0+unknown"
 
-_install_deprecated_paths()
-
+# What ``from flax_embed import *`` gives: the curated names, never the subpackages
+# (``nnx`` would shadow ``flax.nnx``), each defined in one module and documented there.
 __all__ = [
     "GPT2_VOCAB_SIZE",
     "Batcher",
@@ -47,19 +51,13 @@ __all__ = [
     "TokenFileError",
     "TokenizerUnavailableError",
     "as_token_ids",
-    "convert",
     "create_dataloader",
-    "data",
-    "distributed",
     "encode",
     "encode_parallel",
     "gpt2_tokenizer",
-    "layers",
     "load_params",
-    "nnx",
     "params_from_torch",
     "params_to_torch",
-    "positions",
     "read_token_file",
     "sample_text",
     "save_params",

@@ -120,7 +120,8 @@ def test_params_from_torch_copies():
 
 
 def test_backwards_compatible_book_calls():
-    """``params_to_torch(params)`` and ``params_from_torch(state_dict)`` as cli.py uses them."""
+    """``params_to_torch(params)`` and ``params_from_torch(state_dict)``, the one-argument
+    calls of the book's workflow (parity/forward.py makes them)."""
     model = InputEmbedding(context_length=4, features=8)
     params = model.init(jax.random.key(0), jnp.zeros((2, 4), jnp.int32))
     module = TorchInputEmbedding(context_length=4, emb_dim=8)

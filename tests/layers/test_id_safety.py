@@ -12,7 +12,7 @@ from flax import nnx
 from flax_embed import as_token_ids, create_dataloader, encode
 from flax_embed.data import SlidingWindowDataset, TokenFileDataset, write_token_file
 from flax_embed.layers.linen import InputEmbedding
-from flax_embed.layers.nnx import InputEmbedding as NNXInputEmbedding
+from flax_embed.nnx import InputEmbedding as NNXInputEmbedding
 
 WRAPS = np.array([[1, 2**32 + 5, 3, 4]], np.int64)  # 2**32 + 5 is 5 in int32
 
