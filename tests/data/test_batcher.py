@@ -8,11 +8,15 @@ from hypothesis import strategies as st
 
 from flax_embed.data import Batcher, SlidingWindowDataset, create_dataloader, epoch_permutation
 from flax_embed.tokenizer import encode
+from tests.optional import requires
 
-torch_reference = pytest.importorskip("parity.torch_reference")
+# The book's loader is torch code: only the tests that compare with it need torch.
+needs_torch = requires("torch", extra="parity")
 
 
 def book_batches(text, batch_size, max_length, stride, drop_last):
+    from parity import torch_reference
+
     loader = torch_reference.create_dataloader_v1(
         text, batch_size=batch_size, max_length=max_length, stride=stride,
         shuffle=False, drop_last=drop_last,
@@ -196,6 +200,7 @@ GRID = [
 
 
 @pytest.mark.parametrize(("batch_size", "max_length", "stride", "drop_last"), GRID)
+@needs_torch
 def test_matches_the_book_on_the_bundled_sample(
     sample_text, batch_size, max_length, stride, drop_last
 ):
@@ -205,6 +210,7 @@ def test_matches_the_book_on_the_bundled_sample(
 
 
 @pytest.mark.parametrize("drop_last", [True, False])
+@needs_torch
 def test_matches_the_book_on_the_verdict(verdict_text, drop_last):
     ours = create_dataloader(verdict_text, 8, 4, 4, shuffle=False, drop_last=drop_last)
     assert_same_batches(ours, book_batches(verdict_text, 8, 4, 4, drop_last))
@@ -217,6 +223,7 @@ def test_verdict_first_batch(verdict_text):
     np.testing.assert_array_equal(targets[0], [367, 2885, 1464, 1807])
 
 
+@needs_torch
 def test_exactly_max_length_plus_one_tokens_is_one_window():
     text = "one two three four five"
     n = len(encode(text))
@@ -238,6 +245,7 @@ def test_text_too_short_for_one_window_raises():
     stride=st.integers(1, 15),
     drop_last=st.booleans(),
 )
+@needs_torch
 def test_matches_the_book_on_unseen_text(text, batch_size, max_length, stride, drop_last):
     max_length = min(max_length, len(encode(text)) - 1)
     ours = create_dataloader(
