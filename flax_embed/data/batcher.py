@@ -158,9 +158,10 @@ class Batcher:
 
     def shard_windows(self, epoch: int, index: int) -> np.ndarray:
         """The window indices this shard reads of global batch ``index``: a contiguous slice."""
-        return self._shard_slice(self.batch_windows(epoch, index))
+        return self.shard_slice(self.batch_windows(epoch, index))
 
-    def _shard_slice(self, windows_B: np.ndarray) -> np.ndarray:
+    def shard_slice(self, windows_B: np.ndarray) -> np.ndarray:
+        """This shard's contiguous part of a global batch's window indices."""
         rows = len(windows_B) // self.shard_count
         return windows_B[self.shard_index * rows : (self.shard_index + 1) * rows]
 

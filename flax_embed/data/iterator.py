@@ -98,7 +98,7 @@ class BatchIterator:
             self._stop_epoch is not None and self._epoch >= self._stop_epoch
         ):
             raise StopIteration
-        batch = self._batcher.gather(self._batcher._shard_slice(self._global_windows()))
+        batch = self._batcher.gather(self._batcher.shard_slice(self._global_windows()))
         self._position += 1
         if self._position == batches_per_epoch:
             self._epoch, self._position = self._epoch + 1, 0
