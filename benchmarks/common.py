@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_VERDICT = REPO.parent / "shared" / "data" / "the-verdict.txt"
+VERDICT = REPO / "tests" / "data" / "the-verdict.txt"
 # A checkout beside shared/ works offline without TIKTOKEN_CACHE_DIR, as in tests/conftest.py.
 if (REPO.parent / "shared" / "tiktoken_cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken_cache"))
@@ -211,9 +211,9 @@ def peak_rss_supported() -> bool:
 
 
 def sample_text() -> str:
-    """The book's "The Verdict" when ``../shared`` has it, else the bundled sample."""
-    if SHARED_VERDICT.is_file():
-        return SHARED_VERDICT.read_text(encoding="utf-8")
+    """The book's "The Verdict" (bundled with the tests), else the package's sample text."""
+    if VERDICT.is_file():
+        return VERDICT.read_text(encoding="utf-8")
     from flax_embed.cli import read_text
 
     return read_text(None)

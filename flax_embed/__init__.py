@@ -16,9 +16,6 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from flax_embed._deprecated import install as _install_deprecated_paths
-from flax_embed._deprecated import moved_name as _moved_name
-
 # Loaded on first use (PEP 562), so that ``import flax_embed.data`` and ``flax-embed
 # tokenize`` load neither JAX nor Flax: the data pipeline is NumPy only.
 _SUBMODULES = frozenset({"convert", "data", "distributed", "layers", "nnx", "positions"})
@@ -45,7 +42,12 @@ _NAMES = {
 }
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the names, eagerly
-    from flax_embed import convert, data, distributed, layers, nnx, positions
+    from flax_embed import convert as convert
+    from flax_embed import data as data
+    from flax_embed import distributed as distributed
+    from flax_embed import layers as layers
+    from flax_embed import nnx as nnx
+    from flax_embed import positions as positions
     from flax_embed._validation import as_token_ids
     from flax_embed.convert import load_params, params_from_torch, params_to_torch, save_params
     from flax_embed.data import (
@@ -74,7 +76,7 @@ def __getattr__(name: str):
     elif name in _NAMES:
         value = getattr(importlib.import_module(_NAMES[name]), name)
     else:
-        return _moved_name(name)  # deprecated names warn; others raise AttributeError
+        raise AttributeError(f"module 'flax_embed' has no attribute {name!r}")
     globals()[name] = value
     return value
 
@@ -88,8 +90,8 @@ try:
 except PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0+unknown"
 
-_install_deprecated_paths()
-
+# What ``from flax_embed import *`` gives: the curated names, never the subpackages
+# (``nnx`` would shadow ``flax.nnx``), each defined in one module and documented there.
 __all__ = [
     "GPT2_VOCAB_SIZE",
     "Batcher",
@@ -98,20 +100,14 @@ __all__ = [
     "TokenFileError",
     "TokenizerUnavailableError",
     "as_token_ids",
-    "convert",
     "create_dataloader",
-    "data",
-    "distributed",
     "encode",
     "encode_parallel",
     "gpt2_tokenizer",
-    "layers",
     "load_tokenizer",
     "load_params",
-    "nnx",
     "params_from_torch",
     "params_to_torch",
-    "positions",
     "read_token_file",
     "sample_text",
     "save_params",

@@ -267,7 +267,7 @@ def params_from_torch(
     Example::
 
       >>> import numpy as np
-      >>> from flax_embed.layers import InputEmbedding
+      >>> from flax_embed import InputEmbedding
       >>> sd = {"wte.weight": np.ones((100, 16), np.float32),   # or torch_model.state_dict(),
       ...       "wpe.weight": np.ones((8, 16), np.float32)}     # e.g. HF GPT2Model's
       >>> model = InputEmbedding(vocab_size=100, context_length=8, features=16)

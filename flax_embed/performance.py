@@ -65,7 +65,7 @@ def jit_into(fun: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
     result's. Pass the previous result back as ``out`` in a loop::
 
       >>> import jax, jax.numpy as jnp
-      >>> from flax_embed.layers import InputEmbedding
+      >>> from flax_embed import InputEmbedding
       >>> model = InputEmbedding(context_length=16, features=64)
       >>> ids_BxT = jnp.zeros((8, 16), jnp.int32)
       >>> params = model.init(jax.random.key(0), ids_BxT)

@@ -6,18 +6,14 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-VERDICT = SHARED / "data" / "the-verdict.txt"
+VERDICT = Path(__file__).resolve().parent / "data" / "the-verdict.txt"
+"""The book's sample text, Edith Wharton's "The Verdict" (1908, public domain), byte for
+byte the ``the-verdict.txt`` of the book's repository (rasbt/LLMs-from-scratch, ch02)."""
 
 
 @pytest.fixture(scope="session")
 def verdict_text() -> str:
-    """The book's sample text, "The Verdict"; skips when shared/ is absent."""
-    if not VERDICT.is_file():
-        pytest.skip(
-            f"needs {VERDICT} (the book's the-verdict.txt), which is outside the repository"
-        )
+    """The book's sample text, "The Verdict", bundled with the tests (20 KB)."""
     return VERDICT.read_text(encoding="utf-8")
 
 

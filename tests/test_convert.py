@@ -22,16 +22,25 @@ from flax_embed.convert import (
     to_numpy,
 )
 from flax_embed.layers.linen import InputEmbedding
+from tests.optional import requires
 
-torch = pytest.importorskip("torch")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+# Most tests compare with torch; the safetensors files and the errors need no torch.
+needs_torch = requires("torch", "safetensors.torch", extra="parity")
+try:
+    import safetensors.torch as safetensors_torch
+    import torch
 
-from parity import model_state_dicts  # noqa: E402  (needs torch)
-from parity.conversion_checks import MODELS, OUT_TABLES, torch_model_embedding  # noqa: E402
-from parity.torch_reference import TorchInputEmbedding  # noqa: E402
+    from parity import model_state_dicts
+    from parity.conversion_checks import MODELS, OUT_TABLES, torch_model_embedding
+    from parity.torch_reference import TorchInputEmbedding
 
-CONFIG = model_state_dicts.GPTConfig()
-V, C, D = CONFIG.vocab_size, CONFIG.context_length, CONFIG.emb_dim
+    CONFIG = model_state_dicts.GPTConfig()
+    V, C, D = CONFIG.vocab_size, CONFIG.context_length, CONFIG.emb_dim
+except ImportError:
+    torch = safetensors_torch = model_state_dicts = torch_model_embedding = None
+    TorchInputEmbedding = CONFIG = None
+    MODELS, OUT_TABLES = {}, {}
+    V, C, D = 50257, 64, 32  # parity.model_state_dicts.GPTConfig's
 
 
 def small_model(**kw) -> InputEmbedding:
@@ -53,9 +62,17 @@ def random_bits_table(shape, dtype=np.float32, seed=0) -> np.ndarray:
     return bits.astype(f"u{itemsize}").view(dtype)
 
 
-def book_state(dtype=torch.float32) -> dict:
+def book_arrays() -> dict:
+    """The book's two tables as NumPy arrays: a state dict that needs no torch."""
+    return {
+        "tok_emb.weight": np.ones((V, D), np.float32),
+        "pos_emb.weight": np.ones((C, D), np.float32),
+    }
+
+
+def book_state(dtype=None) -> dict:
     module = TorchInputEmbedding(vocab_size=V, context_length=C, emb_dim=D)
-    return {k: v.to(dtype) for k, v in module.state_dict().items()}
+    return {k: v.to(dtype or torch.float32) for k, v in module.state_dict().items()}
 
 
 # --- whole-model state dicts: every layout, in and out ---------------------------------
@@ -103,6 +120,7 @@ def test_prefixed_tables_alone_read_as_nanogpt_or_hf_alike():
     assert detect_layout(state, "hf").names == detect_layout(state, "nanogpt").names
 
 
+@needs_torch
 def test_params_from_torch_logs_the_keys_it_used(caplog):
     state = model_state_dicts.hf_gpt2model(CONFIG)
     with caplog.at_level(logging.INFO, logger="flax_embed.convert"):
@@ -112,6 +130,7 @@ def test_params_from_torch_logs_the_keys_it_used(caplog):
     assert f"ignored {len(state) - 2} other keys" in message
 
 
+@needs_torch
 def test_params_from_torch_copies():
     state = book_state()
     params = params_from_torch(state)
@@ -119,8 +138,10 @@ def test_params_from_torch_copies():
     assert np.abs(params["params"]["tok_emb"]["embedding"]).max() > 0
 
 
+@needs_torch
 def test_backwards_compatible_book_calls():
-    """``params_to_torch(params)`` and ``params_from_torch(state_dict)`` as cli.py uses them."""
+    """``params_to_torch(params)`` and ``params_from_torch(state_dict)``, the one-argument
+    calls of the book's workflow (parity/forward.py makes them)."""
     model = InputEmbedding(context_length=4, features=8)
     params = model.init(jax.random.key(0), jnp.zeros((2, 4), jnp.int32))
     module = TorchInputEmbedding(context_length=4, emb_dim=8)
@@ -141,6 +162,7 @@ def test_boxed_params_convert():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16])
+@needs_torch
 def test_round_trip_through_torch_is_bit_exact(dtype):
     table = random_bits_table((V, D), dtype)
     params = {"params": {"tok_emb": {"embedding": table}, "pos_emb": {"embedding": table[:C]}}}
@@ -161,6 +183,7 @@ def test_round_trip_through_safetensors_is_bit_exact(tmp_path, dtype):
     np.testing.assert_array_equal(back.view(np.uint8), table.view(np.uint8))
 
 
+@needs_torch
 def test_float64_is_kept_in_torch_and_refused_by_jax_without_x64():
     table = np.random.default_rng(0).standard_normal((C, D))
     params = {"tok_emb": {"embedding": table}, "pos_emb": {"embedding": table}}
@@ -169,6 +192,7 @@ def test_float64_is_kept_in_torch_and_refused_by_jax_without_x64():
         params_from_torch(params_to_torch(params))
 
 
+@needs_torch
 def test_bfloat16_torch_tensor_to_numpy_keeps_bits():
     t = torch.randn(5, 3).to(torch.bfloat16)
     a = to_numpy(t)
@@ -179,6 +203,7 @@ def test_bfloat16_torch_tensor_to_numpy_keeps_bits():
 # --- safetensors interop with torch --------------------------------------------------------
 
 
+@needs_torch
 def test_saved_file_loads_into_torch_module_strictly(tmp_path):
     model = InputEmbedding(context_length=4, features=16)
     ids = real_ids(2, 4)
@@ -192,6 +217,7 @@ def test_saved_file_loads_into_torch_module_strictly(tmp_path):
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
+@needs_torch
 def test_saved_file_has_the_layouts_keys(tmp_path, layout):
     params = params_from_torch(book_state())
     save_params(tmp_path / "e.safetensors", params, layout=layout)
@@ -201,6 +227,7 @@ def test_saved_file_has_the_layouts_keys(tmp_path, layout):
     jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
+@needs_torch
 def test_torch_saved_whole_model_loads(tmp_path):
     state = model_state_dicts.nanogpt(CONFIG, seed=5)
     state["lm_head.weight"] = state["lm_head.weight"].clone()  # save_file refuses shared memory
@@ -224,8 +251,8 @@ def test_torch_saved_whole_model_loads(tmp_path):
         ({"foo.weight": np.ones((3, 2), np.float32)}, None, r"cannot detect.*'foo.weight'"),
         ({}, None, r"cannot detect.*it is empty"),
         ({"wte.weight": np.ones((3, 2)), "tok_emb.weight": np.ones((3, 2))}, None, "ambiguous"),
-        (book_state(), "hf", r"no 'wte.weight'.*'tok_emb.weight'"),
-        (book_state(), "gpt2", r"unknown layout 'gpt2'"),
+        (book_arrays(), "hf", r"no 'wte.weight'.*'tok_emb.weight'"),
+        (book_arrays(), "gpt2", r"unknown layout 'gpt2'"),
     ],
     ids=["missing-detected", "missing-given", "none", "empty", "ambiguous", "wrong", "unknown"],
 )
@@ -243,15 +270,17 @@ def test_bad_state_dicts(state, layout, match):
     ],
     ids=["features", "context", "vocab"],
 )
+@needs_torch
 def test_shape_mismatch_names_key_and_both_shapes(model, match):
     with pytest.raises(ValueError, match=match):
         params_from_torch(book_state(), model=model)
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.uint8])
+@pytest.mark.parametrize("dtype", ["int64", "int32", "bool", "uint8"])
+@needs_torch
 def test_non_float_table_is_refused(dtype):
     state = book_state()
-    state["pos_emb.weight"] = state["pos_emb.weight"].to(dtype)
+    state["pos_emb.weight"] = state["pos_emb.weight"].to(getattr(torch, dtype))
     with pytest.raises(ValueError, match=r"'pos_emb.weight' has dtype .*must be floating point"):
         params_from_torch(state)
 
@@ -269,6 +298,7 @@ def test_inconsistent_tables(tok, pos, match):
         params_from_torch(state)
 
 
+@needs_torch
 def test_tables_of_different_dtypes_are_refused():
     state = book_state()
     state["pos_emb.weight"] = state["pos_emb.weight"].half()
@@ -277,6 +307,7 @@ def test_tables_of_different_dtypes_are_refused():
 
 
 @pytest.mark.parametrize("params", [{}, {"params": {"tok_emb": {}}}, {"tok_emb": 3}])
+@needs_torch
 def test_params_without_tables(params):
     with pytest.raises(ValueError, match=r"params have no 'tok_emb'"):
         params_to_torch(params)
@@ -289,6 +320,7 @@ def test_integer_params_are_refused_on_save(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_torch
 def test_failing_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     import safetensors.numpy
 
@@ -307,6 +339,7 @@ def test_failing_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["e.safetensors"]
 
 
+@needs_torch
 def test_save_into_missing_folder(tmp_path):
     with pytest.raises(OSError, match="no-such-dir"):
         save_params(tmp_path / "no-such-dir" / "e.safetensors", params_from_torch(book_state()))
@@ -324,6 +357,7 @@ def test_load_garbage(tmp_path, contents):
         load_params(tmp_path / "bad.safetensors")
 
 
+@needs_torch
 def test_load_truncated_file(tmp_path):
     save_params(tmp_path / "e.safetensors", params_from_torch(book_state()))
     data = (tmp_path / "e.safetensors").read_bytes()
@@ -332,6 +366,7 @@ def test_load_truncated_file(tmp_path):
         load_params(tmp_path / "cut.safetensors")
 
 
+@needs_torch
 def test_load_integer_table(tmp_path):
     state = {"tok_emb.weight": torch.ones(3, 2, dtype=torch.int64), "pos_emb.weight": torch.ones(2)}
     safetensors_torch.save_file(state, tmp_path / "ints.safetensors")

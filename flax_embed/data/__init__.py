@@ -4,13 +4,14 @@ Each stage is a NumPy object with no JAX in it, so it runs in any process
 (Grain workers included) and gives the same batches on every machine.
 """
 
-from flax_embed.data.batcher import Batcher, create_dataloader, epoch_permutation
+from flax_embed.data.batcher import Batcher, create_dataloader
 from flax_embed.data.corpus import CorpusError
 from flax_embed.data.iterator import BatchIterator
 from flax_embed.data.packing import PACKING_METHODS, Documents, PackedDataset
 from flax_embed.data.parallel_tokenize import encode_parallel, iter_encode_parallel
 from flax_embed.data.samples import sample_text
 from flax_embed.data.shards import tokenize_corpus
+from flax_embed.data.shuffle import epoch_permutation, index_shuffle
 from flax_embed.data.sources import Batch, SlidingWindowDataset, TokenFileDataset, WindowSource
 from flax_embed.data.token_files import (
     TokenFileError,
@@ -35,6 +36,7 @@ __all__ = [
     "create_dataloader",
     "encode_parallel",
     "epoch_permutation",
+    "index_shuffle",
     "iter_encode_parallel",
     "read_token_file",
     "sample_text",

@@ -15,37 +15,42 @@ import numpy as np
 from flax_embed._validation import check_positive_int
 from flax_embed.data.fingerprint import dataset_fingerprint
 from flax_embed.data.iterator import BatchIterator
+from flax_embed.data.shuffle import index_shuffle
 from flax_embed.data.sources import Batch, SlidingWindowDataset, WindowSource
 from flax_embed.tokenizer import encode
 
-__all__ = ["Batcher", "create_dataloader", "epoch_permutation"]
+__all__ = ["Batcher", "create_dataloader"]
 
 
-def epoch_permutation(num_windows: int, seed: int, epoch: int) -> np.ndarray:
-    """The window order of one shuffled epoch: the same on every machine.
+def _process_index() -> int:
+    import jax  # only to default to this process's place among the processes
 
-    A permutation of ``range(num_windows)`` drawn from ``PCG64`` seeded with
-    ``(seed, epoch)``, so each epoch has its own order and every window appears once.
-    """
-    rng = np.random.Generator(np.random.PCG64([int(seed), int(epoch)]))
-    return rng.permutation(num_windows)
+    return jax.process_index()
+
+
+def _process_count() -> int:
+    import jax
+
+    return jax.process_count()
 
 
 @dataclasses.dataclass(frozen=True)
 class Batcher:
     """Cuts a window source into batches, epoch after epoch, for one shard of the processes.
 
-    The options are fixed at construction (a frozen dataclass: ``dataclasses.replace``
-    makes a changed copy). The one thing that changes is the epoch counter that
-    ``iter(batcher)`` advances; resumable iteration state lives in the iterator.
+    Immutable: the options are fixed at construction (a frozen dataclass;
+    ``dataclasses.replace`` makes a checked, changed copy) and a ``Batcher`` holds no
+    position. Where an iteration stands, its epoch and batch, lives in the iterator
+    (``BatchIterator``), as in Grain. Any batch of any epoch is computed directly
+    (``local_batch(epoch, index)``).
 
-    Each ``iter(batcher)`` runs one epoch and the next ``iter`` the following one,
-    as a torch ``DataLoader`` does; ``batcher.iterate()`` runs epoch after epoch and
-    can be checkpointed and resumed (``get_state`` / ``set_state``, see
-    ``BatchIterator``). With ``shuffle=False`` the windows come in order; with
-    ``shuffle=True`` in the order of ``epoch_permutation(len(dataset), seed,
-    epoch)``, a new order every epoch. ``len(batcher)`` is the number of batches in
-    an epoch.
+    ``iter(batcher)`` runs epoch 0, every time, and ``len(batcher)`` is the number of
+    batches in an epoch; ``batcher.iter_epoch(e)`` runs epoch ``e``, and
+    ``batcher.iterate(num_epochs)`` runs epoch after epoch, reshuffled every epoch,
+    and can be checkpointed and resumed (``get_state`` / ``set_state``). With
+    ``shuffle=False`` the windows come in order; with ``shuffle=True`` position ``p``
+    of epoch ``e`` reads window ``index_shuffle(p, len(dataset), seed, e)``, a keyed
+    permutation computed per index in O(1) memory (``flax_embed.data.shuffle``).
 
     Sharding: ``batch_size`` is the *global* batch size. Global batch ``b`` of an
     epoch is the same ``batch_size`` windows whatever the number of shards; shard
@@ -53,7 +58,7 @@ class Batcher:
     ``[i * B/P, (i + 1) * B/P)``, so the shards are disjoint, their union is the
     epoch, and stacking the shards' batches in shard order gives the one-process
     batch. ``shard_index`` / ``shard_count`` default to ``jax.process_index()`` /
-    ``jax.process_count()`` (call ``jax.distributed.initialize()`` first).
+    ``jax.process_count()`` at construction (call ``jax.distributed.initialize()`` first).
 
     Example::
 
@@ -73,7 +78,7 @@ class Batcher:
       shuffle: whether each epoch visits the windows in a seeded random order.
       drop_last: whether to drop the last batch when it has fewer than ``B`` windows.
         With several shards a kept short batch must split evenly over them.
-      seed: the shuffle seed.
+      seed: the shuffle seed, in ``[0, 2**64)``.
       shard_index: which shard this process reads, in ``[0, shard_count)``.
       shard_count: how many shards (processes) read the dataset, at least 1 and at
         most the number of windows.
@@ -84,39 +89,22 @@ class Batcher:
     shuffle: bool = True
     drop_last: bool = True
     seed: int = 0
-    epoch: int = dataclasses.field(default=0, kw_only=True, compare=False)
-    """The epoch the next ``iter()`` runs (advanced by ``iter()``)."""
-    shard_index: int | None = dataclasses.field(default=None, kw_only=True)
-    shard_count: int | None = dataclasses.field(default=None, kw_only=True)
-    _order_cache: tuple[int, np.ndarray] | None = dataclasses.field(
-        default=None, init=False, repr=False, compare=False
-    )
-    _fingerprint_cache: str | None = dataclasses.field(
-        default=None, init=False, repr=False, compare=False
-    )
+    shard_index: int = dataclasses.field(default_factory=_process_index, kw_only=True)
+    shard_count: int = dataclasses.field(default_factory=_process_count, kw_only=True)
 
     def __post_init__(self):
         check_positive_int("batch_size", self.batch_size)
-        check_positive_int("seed", self.seed, minimum=0)
+        check_positive_int("seed", self.seed, minimum=0, maximum=(1 << 64) - 1)
         self._check_shards()
 
     def _check_shards(self) -> None:
-        if self.shard_index is None or self.shard_count is None:
-            import jax  # only to default to this process's place among the processes
-
-            if self.shard_count is None:
-                object.__setattr__(self, "shard_count", jax.process_count())
-            if self.shard_index is None:
-                object.__setattr__(self, "shard_index", jax.process_index())
-        count = check_positive_int("shard_count", self.shard_count)  # type: ignore[arg-type]
-        object.__setattr__(self, "shard_count", count)
-        index = check_positive_int("shard_index", self.shard_index, minimum=0)  # type: ignore[arg-type]
+        count = check_positive_int("shard_count", self.shard_count)
+        index = check_positive_int("shard_index", self.shard_index, minimum=0)
         if index >= count:
             raise ValueError(
                 f"shard_index={index} is out of range for shard_count={count}: "
                 f"expected 0 <= shard_index < {count}"
             )
-        object.__setattr__(self, "shard_index", index)
         n, b = len(self.dataset), self.batch_size
         if count > n:
             raise ValueError(
@@ -139,37 +127,43 @@ class Batcher:
         return n // b if self.drop_last else -(-n // b)
 
     @property
-    def _shard(self) -> tuple[int, int]:
-        """``(shard_index, shard_count)``, ints once ``__post_init__`` has filled the defaults."""
-        assert self.shard_index is not None and self.shard_count is not None
-        return self.shard_index, self.shard_count
-
-    @property
     def local_batch_size(self) -> int:
         """Windows per full batch of this shard: ``batch_size // shard_count``."""
-        return self.batch_size // self._shard[1]
+        return self.batch_size // self.shard_count
+
+    def epoch_windows(self, epoch: int, start: int, stop: int) -> np.ndarray:
+        """The window indices at positions ``[start, stop)`` of ``epoch`` (all shards).
+
+        Memory and time are proportional to ``stop - start``, whatever the dataset size.
+        """
+        n = len(self.dataset)
+        if not 0 <= start <= stop <= n:
+            raise IndexError(f"positions [{start}, {stop}) out of range for {n} windows")
+        positions = np.arange(start, stop, dtype=np.int64)
+        return index_shuffle(positions, n, self.seed, epoch) if self.shuffle else positions
 
     def window_order(self, epoch: int) -> np.ndarray:
-        """The window indices of ``epoch`` in the order they are batched (all shards)."""
-        n = len(self.dataset)
-        return epoch_permutation(n, self.seed, epoch) if self.shuffle else np.arange(n)
+        """All window indices of ``epoch`` in the order they are batched: O(n) memory."""
+        return self.epoch_windows(epoch, 0, len(self.dataset))
+
+    def _batch_span(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch index {index} out of range for {len(self)} batches")
+        start = index * self.batch_size
+        return start, min(start + self.batch_size, len(self.dataset))
 
     def batch_windows(self, epoch: int, index: int) -> np.ndarray:
         """The window indices of global batch ``index`` of ``epoch``: every shard's rows."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch index {index} out of range for {len(self)} batches")
-        cached = self._order_cache
-        if cached is None or cached[0] != epoch:
-            cached = (epoch, self.window_order(epoch))
-            object.__setattr__(self, "_order_cache", cached)
-        return cached[1][index * self.batch_size : (index + 1) * self.batch_size]
+        return self.epoch_windows(epoch, *self._batch_span(index))
 
     def shard_windows(self, epoch: int, index: int) -> np.ndarray:
         """The window indices this shard reads of global batch ``index``: a contiguous slice."""
-        windows = self.batch_windows(epoch, index)
-        shard, count = self._shard
-        rows = len(windows) // count
-        return windows[shard * rows : (shard + 1) * rows]
+        return self.shard_slice(self.batch_windows(epoch, index))
+
+    def shard_slice(self, windows_B: np.ndarray) -> np.ndarray:
+        """This shard's contiguous part of a global batch's window indices."""
+        rows = len(windows_B) // self.shard_count
+        return windows_B[self.shard_index * rows : (self.shard_index + 1) * rows]
 
     def local_batch(self, epoch: int, index: int) -> Batch:
         """This shard's part of global batch ``index`` of ``epoch``: one gather.
@@ -178,11 +172,14 @@ class Batcher:
           ``(inputs_bxT, targets_bxT)`` int32 with ``b = local_batch_size`` (fewer
           for a short last batch kept by ``drop_last=False``).
         """
-        indices_B = self.shard_windows(epoch, index)
+        return self.gather(self.shard_windows(epoch, index))
+
+    def gather(self, indices_b: np.ndarray) -> Batch:
+        """The windows ``indices_b`` of the dataset as one batch ``(inputs_bxT, targets_bxT)``."""
         gather = getattr(self.dataset, "gather", None)
         if gather is not None:
-            return gather(indices_B)
-        pairs = [self.dataset[int(i)] for i in indices_B]
+            return gather(indices_b)
+        pairs = [self.dataset[int(i)] for i in indices_b]
         return (
             np.stack([np.asarray(x, np.int32) for x, _ in pairs]),
             np.stack([np.asarray(y, np.int32) for _, y in pairs]),
@@ -192,32 +189,30 @@ class Batcher:
         """What an iterator state must match: the dataset's content and the batch options.
 
         Shards are not part of it: a state restores on any number of processes.
+        Hashes the dataset's tokens on every call (see ``dataset_fingerprint``);
+        an iterator computes it once.
         """
-        if self._fingerprint_cache is None:
-            object.__setattr__(self, "_fingerprint_cache", dataset_fingerprint(self.dataset))
         return {
-            "dataset": self._fingerprint_cache,
+            "dataset": dataset_fingerprint(self.dataset),
             "batch_size": int(self.batch_size),
             "shuffle": bool(self.shuffle),
             "drop_last": bool(self.drop_last),
         }
 
-    def iterate(self, num_epochs: int | None = None) -> BatchIterator:
-        """A resumable iterator over ``num_epochs`` epochs (``None``: no end) from ``self.epoch``.
+    def iterate(self, num_epochs: int | None = None, *, first_epoch: int = 0) -> BatchIterator:
+        """A resumable iterator over ``num_epochs`` epochs (``None``: no end) from ``first_epoch``.
 
-        It does not advance ``self.epoch``; see ``BatchIterator`` for
-        ``get_state`` / ``set_state``.
+        See ``BatchIterator`` for ``get_state`` / ``set_state``.
         """
-        return BatchIterator(self, self.epoch, num_epochs)
+        return BatchIterator(self, first_epoch, num_epochs)
 
     def iter_epoch(self, epoch: int) -> BatchIterator:
-        """Yields the batches of ``epoch`` without advancing ``self.epoch``."""
+        """Yields the batches of ``epoch``."""
         return BatchIterator(self, epoch, 1)
 
     def __iter__(self) -> BatchIterator:
-        epoch = self.epoch
-        object.__setattr__(self, "epoch", epoch + 1)
-        return self.iter_epoch(epoch)
+        """Yields the batches of epoch 0: the same batches on every ``iter()``."""
+        return self.iter_epoch(0)
 
 
 def create_dataloader(
@@ -243,12 +238,12 @@ def create_dataloader(
       A ``Batcher`` yielding ``(inputs_BxT, targets_BxT)`` int32 arrays.
     """
     dataset = SlidingWindowDataset(encode(text), max_length=max_length, stride=stride)
+    shards = {"shard_index": shard_index, "shard_count": shard_count}
     return Batcher(
         dataset,
         batch_size,
         shuffle=shuffle,
         drop_last=drop_last,
         seed=seed,
-        shard_index=shard_index,
-        shard_count=shard_count,
+        **{name: value for name, value in shards.items() if value is not None},
     )

@@ -1,20 +1,28 @@
 """``BatchIterator``: a ``Batcher``'s batches, epoch after epoch, resumable from a saved state.
 
 Grain's iterator protocol: ``next(it)``, ``it.get_state()``, ``it.set_state(state)``.
-The state is a small JSON-serialisable dict::
+The iterator, not the ``Batcher``, holds where an iteration stands. The state is a
+small JSON-serialisable dict::
 
-  {"seed": 0, "epoch": 3, "position": 17,
+  {"version": 2, "seed": 0, "epoch": 3, "position": 17,
    "fingerprint": {"dataset": "9c0e...", "batch_size": 64, "shuffle": True, "drop_last": True}}
 
 ``position`` counts *global* batches within ``epoch``, so the state does not depend
 on the shard: every process holds the same state, any one of them can save it, and
 it restores on any number of processes (``batch_size`` is the global batch size).
+
+``version`` names the window order a state refers to. Version 2 (the current one)
+shuffles with ``index_shuffle``; version 1 states (no ``version`` key) were saved
+with the earlier PCG64 permutation, a different order, so they are refused rather
+than resumed at other windows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from flax_embed._validation import check_positive_int
 
@@ -23,7 +31,14 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchIterator"]
 
+STATE_VERSION = 2
+"""The iterator-state format: 2 since the shuffled order became ``index_shuffle``."""
+
 _STATE_KEYS = ("seed", "epoch", "position", "fingerprint")
+
+_WINDOW_BLOCK = 1 << 16
+"""Window indices an iterator computes at a time (512 KB of int64): a shuffled epoch
+costs one ``index_shuffle`` call per block, not per batch, and memory stays bounded."""
 
 
 def _state_int(state: Mapping[str, Any], key: str) -> int:
@@ -39,7 +54,9 @@ class BatchIterator:
 
     Made by ``iter(batcher)`` (one epoch), ``batcher.iter_epoch(e)`` or
     ``batcher.iterate(num_epochs)`` (several epochs, or forever with ``None``);
-    each epoch is reshuffled (``epoch_permutation(n, seed, epoch)``).
+    each epoch is reshuffled (``index_shuffle(position, n, seed, epoch)``). It holds
+    the epoch and position, and the window indices of the next positions of the
+    epoch, at most ``max(batch_size, 65536)`` of them, whatever the dataset size.
 
     Example::
 
@@ -68,6 +85,9 @@ class BatchIterator:
         self._stop_epoch = None if num_epochs is None else int(first_epoch + num_epochs)
         self._epoch = self._first_epoch
         self._position = 0
+        self._fingerprint: dict[str, Any] | None = None
+        # (epoch, first position, window indices of the positions from there)
+        self._block: tuple[int, int, np.ndarray] | None = None
 
     def __iter__(self) -> BatchIterator:
         return self
@@ -78,30 +98,54 @@ class BatchIterator:
             self._stop_epoch is not None and self._epoch >= self._stop_epoch
         ):
             raise StopIteration
-        batch = self._batcher.local_batch(self._epoch, self._position)
+        batch = self._batcher.gather(self._batcher.shard_slice(self._global_windows()))
         self._position += 1
         if self._position == batches_per_epoch:
             self._epoch, self._position = self._epoch + 1, 0
         return batch
 
+    def _global_windows(self) -> np.ndarray:
+        """The window indices of global batch ``self._position`` of ``self._epoch``."""
+        batcher = self._batcher
+        n, size = len(batcher.dataset), batcher.batch_size
+        start = self._position * size
+        stop = min(start + size, n)
+        block = self._block
+        if (
+            block is None
+            or block[0] != self._epoch
+            or not (block[1] <= start and stop <= block[1] + len(block[2]))
+        ):
+            end = min(n, start + max(size, _WINDOW_BLOCK))
+            block = (self._epoch, start, batcher.epoch_windows(self._epoch, start, end))
+            self._block = block
+        return block[2][start - block[1] : stop - block[1]]
+
+    def _our_fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = self._batcher.fingerprint()
+        return self._fingerprint
+
     def get_state(self) -> dict[str, Any]:
-        """Where the iterator stands: ``{"seed", "epoch", "position", "fingerprint"}``.
+        """Where the iterator stands: ``{"version", "seed", "epoch", "position", "fingerprint"}``.
 
         ``epoch`` and ``position`` name the next batch (global batch ``position`` of
         ``epoch``); after the last batch of an epoch the state is ``(epoch + 1, 0)``.
         """
         return {
+            "version": STATE_VERSION,
             "seed": int(self._batcher.seed),
             "epoch": self._epoch,
             "position": self._position,
-            "fingerprint": self._batcher.fingerprint(),
+            "fingerprint": self._our_fingerprint(),
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Continues from ``state``: the next batches are those the saved iterator had left.
 
         Raises:
-          ValueError: ``state`` is not an iterator state, comes from another
+          ValueError: ``state`` is not an iterator state, has another ``version``
+            (an earlier window order), comes from another
             dataset or other options (batch size, shuffle, drop_last, seed), or
             names a batch outside this iterator's epochs.
         """
@@ -110,7 +154,15 @@ class BatchIterator:
                 f"not an iterator state: expected a dict with keys {list(_STATE_KEYS)}, "
                 f"got {state!r}"
             )
-        ours = self._batcher.fingerprint()
+        version = state.get("version", 1)
+        if version != STATE_VERSION:
+            raise ValueError(
+                f"iterator state version {version!r} cannot be restored: this flax-embed "
+                f"reads version {STATE_VERSION}, whose shuffled window order "
+                f"(index_shuffle) differs from version 1's (a PCG64 permutation), so the "
+                "state would resume at other windows; start a new iterator instead"
+            )
+        ours = self._our_fingerprint()
         theirs = state["fingerprint"]
         if not isinstance(theirs, Mapping) or dict(theirs) != ours:
             theirs = theirs if isinstance(theirs, Mapping) else {"fingerprint": theirs}

@@ -16,7 +16,7 @@ from flax.linen.dtypes import promote_dtype
 from flax.typing import PrecisionLike
 
 from flax_embed._validation import check_inputs, check_one_of, is_concrete
-from flax_embed.layers.positions import SINUSOIDAL_VARIANTS, sinusoidal_table
+from flax_embed.positions import SINUSOIDAL_VARIANTS, sinusoidal_table
 
 __all__ = [
     "POSITION_AXES",

@@ -57,6 +57,7 @@ def test_describes_the_machine(report):
 @pytest.mark.parametrize(
     ("section", "what"),
     [
+        ("loader", "shuffled window indices per batch, 1,000,000 windows"),
         ("loader", "build + 1 epoch, 20,000 tokens, stride 128"),
         ("loader", "build + 1 epoch, 2,000 tokens, stride 1"),
         ("loader", "peak RSS growth, 2,000 tokens, stride 1"),

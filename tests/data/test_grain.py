@@ -23,8 +23,24 @@ def pipeline(dataset, seed=0, epochs=1):
     return grain.MapDataset.source(dataset).shuffle(seed=seed).repeat(epochs).batch(16)
 
 
-def test_satisfies_the_random_access_data_source_protocol(dataset):
-    assert isinstance(dataset, grain.sources.RandomAccessDataSource)
+def test_grain_data_loader_reads_it_as_a_random_access_source(dataset):
+    # What Grain's protocol is for: its DataLoader reads records by key through it.
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(dataset),
+        shard_options=grain.sharding.NoSharding(),
+        shuffle=False,
+        num_epochs=1,
+        seed=0,
+    )
+    loader = grain.DataLoader(data_source=dataset, sampler=sampler, worker_count=0)
+    records = list(loader)
+    assert len(records) == len(dataset)
+    inputs, targets = dataset.gather(np.arange(len(dataset)))
+    np.testing.assert_array_equal(np.stack([x for x, _ in records]), inputs)
+    np.testing.assert_array_equal(np.stack([y for _, y in records]), targets)
+
+
+def test_repr_names_the_windows(dataset):
     assert repr(dataset) == (
         f"SlidingWindowDataset(num_tokens={dataset.token_ids.shape[0]}, max_length=8, "
         f"stride=8, num_windows={len(dataset)})"

@@ -12,7 +12,7 @@ from flax import nnx
 from flax_embed import as_token_ids, create_dataloader, encode
 from flax_embed.data import SlidingWindowDataset, TokenFileDataset, write_token_file
 from flax_embed.layers.linen import InputEmbedding
-from flax_embed.layers.nnx import InputEmbedding as NNXInputEmbedding
+from flax_embed.nnx import InputEmbedding as NNXInputEmbedding
 
 WRAPS = np.array([[1, 2**32 + 5, 3, 4]], np.int64)  # 2**32 + 5 is 5 in int32
 
@@ -85,6 +85,20 @@ def test_integer_dtypes_are_refused(field, dtype):
         NNXInputEmbedding(features=8, rngs=nnx.Rngs(0), **{field: dtype})
 
 
-def test_float_dtypes_are_accepted():
-    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16, None):
-        InputEmbedding(features=8, dtype=dtype).init(jax.random.key(0), np.zeros(4, np.int32))
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [
+        (jnp.float32, "float32"),
+        (jnp.bfloat16, "bfloat16"),
+        (jnp.float16, "float16"),
+        (None, "float32"),
+    ],
+)
+def test_float_dtypes_are_accepted_and_give_outputs_of_that_dtype(dtype, expected):
+    # None: the computation follows the float32 tables.
+    ids = np.zeros((1, 4), np.int32)
+    linen = InputEmbedding(context_length=4, features=8, dtype=dtype)
+    out = linen.apply(linen.init(jax.random.key(0), ids), ids)
+    assert out.dtype == expected and out.shape == (1, 4, 8)
+    nnx_out = NNXInputEmbedding(context_length=4, features=8, dtype=dtype, rngs=nnx.Rngs(0))(ids)
+    assert nnx_out.dtype == expected

@@ -16,8 +16,8 @@ from jax.experimental import checkify
 from flax_embed.layers import common
 from flax_embed.layers.common import lookup
 from flax_embed.layers.linen import InputEmbedding
-from flax_embed.layers.nnx import InputEmbedding as NNXInputEmbedding
-from flax_embed.layers.nnx import params_from_nnx
+from flax_embed.nnx import InputEmbedding as NNXInputEmbedding
+from flax_embed.nnx import params_from_nnx
 from flax_embed.positions import sinusoidal_table
 
 V, C, D = 100, 16, 8

@@ -1,5 +1,5 @@
 """The Linen module on the seed's batch. Behaviour shared with the NNX twin is tested
-once for both APIs in test_embedding_apis.py."""
+once for both APIs in test_linen_apis.py."""
 
 import jax
 import numpy as np

@@ -1,6 +1,6 @@
 """``params_to_nnx`` / ``params_from_nnx``: the tables between Linen params and NNX state.
 
-The module's behaviour is tested for both APIs at once in ``test_embedding_apis.py``.
+The module's behaviour is tested for both APIs at once in ``test_linen_apis.py``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ def linen_params() -> dict:
 
 
 def test_nnx_flax_module_is_not_shadowed():
-    import flax_embed.layers.nnx
+    import flax_embed.nnx
 
-    assert flax_embed.layers.nnx.nnx is nnx
+    assert flax_embed.nnx.nnx is nnx
     assert isinstance(flax_embed.nnx.InputEmbedding(2, 2, 2, rngs=nnx.Rngs(0)), nnx.Module)
 
 
