@@ -259,8 +259,10 @@ class Documents(Sequence[np.ndarray]):
             why = ("its documents were joined by nothing (eot=False)" if manifest.get("eot")
                    is False else f"written before manifest version 3 (version "
                    f"{manifest.get('version')})")  # fmt: skip
-            raise ValueError(f"{folder / MANIFEST}: no document index ({why}); run "
-                             "flax-embed tokenize again with the separator to write one")
+            raise ValueError(
+                f"{folder / MANIFEST}: no document index ({why}); run "
+                "flax-embed tokenize again with the separator to write one"
+            )
         for shard in manifest["shards"]:
             verify_shard(folder, shard, checksum=verify)
         verify_document_index(folder, manifest, checksum=verify)
@@ -277,8 +279,10 @@ class Documents(Sequence[np.ndarray]):
                              f"{n} tokens")  # fmt: skip
         elif (bad := np.flatnonzero(np.diff(starts_D) < 1)).size:
             k = int(bad[0]) + 1
-            raise ValueError(f"{index}: document {k} starts at {int(starts_D[k])}, not after "
-                             f"document {k - 1} and its separator ({int(starts_D[k - 1])})")
+            raise ValueError(
+                f"{index}: document {k} starts at {int(starts_D[k])}, not after "
+                f"document {k - 1} and its separator ({int(starts_D[k - 1])})"
+            )
         # Compact offsets (separators left out): document k loses the k separators before it.
         offsets = np.append(starts_D - np.arange(d), n - max(d - 1, 0)).astype(np.int64)
         tokens = ShardTokens(paths, manifest["vocab_size"], offsets, check_ids=verify)
@@ -541,7 +545,8 @@ class PackedDataset:
             f"packed:{self.seq_len}:{self.method}:{self.num_packing_bins}:{self.seed}:"
             f"{self.long_documents}:".encode()
         )
-        h.update(token_digest(self.documents.tokens).encode())
+        # A ShardTokens view slices like the array it stands for.
+        h.update(token_digest(self.documents.tokens).encode())  # pyright: ignore[reportArgumentType]
         h.update(token_digest(self.documents.offsets).encode())
         return h.hexdigest()
 

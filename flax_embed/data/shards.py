@@ -414,10 +414,14 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict, Path]:
                                  f"folder {folder} (a symlink?); refused")  # fmt: skip
     index = manifest.get("document_index")
     if index is not None:
-        if not (isinstance(index, dict) and isinstance(index.get("name"), str)
-                and Path(index["name"]).name == index["name"]
-                and index["name"] not in ("", ".", "..", *seen)
-                and _is_count(index.get("documents")) and isinstance(index.get("sha256"), str)):
+        if not (
+            isinstance(index, dict)
+            and isinstance(index.get("name"), str)
+            and Path(index["name"]).name == index["name"]
+            and index["name"] not in ("", ".", "..", *seen)
+            and _is_count(index.get("documents"))
+            and isinstance(index.get("sha256"), str)
+        ):
             raise TokenFileError(f"{path}: a malformed manifest (document_index)")
         if not resolves_inside(folder, index["name"]):
             raise TokenFileError(f"{folder / index['name']}: resolves outside the manifest's "
@@ -913,9 +917,11 @@ def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool
     return manifest
 
 
-def _unit_index_valid(part: str, record: dict) -> bool:
+def _unit_index_valid(part: str, record: dict | None) -> bool:
     """Whether a unit's document index is whole: its sha256 is ``record``'s."""
     index = unit_index_path(part)
+    if not isinstance(record, dict):
+        return False
     try:
         return isinstance(record.get("index_sha256"), str) and index.is_file() and (
             file_sha256(index) == record["index_sha256"])  # fmt: skip

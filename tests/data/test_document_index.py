@@ -123,7 +123,7 @@ def test_a_damaged_index_is_rewritten_by_a_rerun(tmp_path, corpus):
     manifest = tokenize_corpus(paths, out, shard_tokens=50)
     good = (out / DOCUMENT_INDEX).read_bytes()
     (out / DOCUMENT_INDEX).write_bytes(good[:-8])  # a half-written index
-    with pytest.raises(ValueError, match="documents.npy: checksum disagrees"):
+    with pytest.raises(ValueError, match=r"documents\.npy: checksum disagrees"):
         Documents.from_files(out)
     assert tokenize_corpus(paths, out, shard_tokens=50) == manifest
     assert (out / DOCUMENT_INDEX).read_bytes() == good
@@ -152,9 +152,7 @@ def test_a_damaged_unit_index_in_work_is_redone(tmp_path, corpus, monkeypatch):
     tokenize_corpus(paths, out, shard_tokens=50, segment_bytes=64)
     reference = tokenize_corpus(paths, tmp_path / "ref", shard_tokens=50)
     assert (out / DOCUMENT_INDEX).read_bytes() == (tmp_path / "ref" / DOCUMENT_INDEX).read_bytes()
-    assert json.loads((out / MANIFEST).read_text())["document_index"] == reference[
-        "document_index"
-    ]
+    assert json.loads((out / MANIFEST).read_text())["document_index"] == reference["document_index"]
     assert len(Documents.from_files(out)) == len(docs)
 
 
@@ -164,7 +162,7 @@ def test_a_document_index_not_written_by_the_command_is_refused_and_kept(tmp_pat
     out.mkdir()
     np.save(out / DOCUMENT_INDEX, np.arange(3))
     before = (out / DOCUMENT_INDEX).read_bytes()
-    with pytest.raises(OutputError, match="documents.npy: a document index that no manifest"):
+    with pytest.raises(OutputError, match=r"documents\.npy: a document index that no manifest"):
         tokenize_corpus(paths, out, shard_tokens=50)
     assert (out / DOCUMENT_INDEX).read_bytes() == before
 
