@@ -53,7 +53,7 @@ from flax_embed.data.shards import (
 from flax_embed.data.token_files import open_token_file
 from flax_embed.tokenizer import ENDOFTEXT_ID
 
-__all__ = ["PACKING_METHODS", "Documents", "PackedDataset", "PackedRows"]
+__all__ = ["PACKING_METHODS", "Documents", "PackedDataset", "PackedRows", "ShardTokens"]
 
 PACKING_METHODS = ("first_fit", "best_fit", "concat_split")
 """``first_fit`` / ``best_fit``: Grain's ``FirstFitPackIterDataset`` /

@@ -5,7 +5,9 @@
 exactly ``N`` tokens each (the last one shorter): shard ``k`` holds the global ids
 ``[k*N, (k+1)*N)``. Each shard is a ``.bin`` token file with its sidecar; the manifest
 lists the shards (name, token count, sha256 of the ``.bin``), the dtype, the vocabulary
-and the inputs with their sizes.
+and the inputs with their sizes. Documents joined by the separator also get a document
+index, ``documents.npy`` (``DOCUMENT_INDEX``): the global start of each document, int64
+``(D,)``, listed as ``"document_index"`` (manifest version 3; see ``docs/corpora.md``).
 
 How a job runs (the same steps on one machine and on Ray, ``ray_tokenize.py``):
 
@@ -15,11 +17,15 @@ How a job runs (the same steps on one machine and on Ray, ``ray_tokenize.py``):
 2. **Tokenize units.** Each unit's ids, ``encode("<|endoftext|>".join(its documents))``,
    go to ``OUT/.work/part-XXXXX.bin``. Units are independent: tiktoken splits at
    ``<|endoftext|>`` before anything else, so the global ids are the units' ids joined
-   by 50256 (units with no document contribute nothing).
+   by 50256 (units with no document contribute nothing). With ``eot``, the starts of
+   the unit's documents go to ``part-XXXXX.docs.npy`` (``document_starts``: from the
+   documents and the separators counted inside them, never from the ids alone).
 3. **Cut shards.** From the unit token counts, shard ``k``'s span of the global stream
-   is known exactly; it is copied from the part files into ``tokens-0000k.bin``.
+   is known exactly; it is copied from the part files into ``tokens-0000k.bin``. The
+   units' document starts, moved by the tokens before each unit, form ``documents.npy``.
 4. **Publish.** The new shards are built in ``.work``; only when all are complete is
-   the new manifest recorded there (``commit.json``), the shards renamed into ``OUT``,
+   the new manifest recorded there (``commit.json``), the shards and the document
+   index renamed into ``OUT``,
    the old job's shards that the new one does not have deleted, the manifest written
    atomically, and ``.work`` deleted. A run that fails before the commit leaves a
    finished output as it was; one killed during the swap is finished by the next run.
