@@ -58,7 +58,7 @@ def rewrite_manifest(out, **changes) -> dict:
     return manifest
 
 
-@pytest.mark.parametrize("shard_tokens", [1, 37, 10**6])
+@pytest.mark.parametrize("shard_tokens", [7, 10**6])
 @pytest.mark.parametrize("segment_bytes", [64, 1 << 20])
 def test_document_k_is_the_ids_of_document_k(tmp_path, corpus, shard_tokens, segment_bytes):
     """starts[k] : starts[k + 1] - 1 (the last: to the end) are encode(document k) exactly."""
@@ -280,3 +280,13 @@ def test_the_index_bytes_depend_only_on_the_starts(tmp_path, corpus):
     starts = np.load(tmp_path / "o" / DOCUMENT_INDEX)
     np.save(tmp_path / "same.npy", starts)
     assert (tmp_path / "same.npy").read_bytes() == (tmp_path / "o" / DOCUMENT_INDEX).read_bytes()
+
+
+def test_the_cli_writes_the_index(tmp_path, corpus, capsys):
+    from flax_embed import cli
+
+    paths, docs = corpus
+    assert cli.main(["tokenize", *paths, "-o", f"{tmp_path / 'o'}/", "--shard-tokens", "40"]) == 0
+    capsys.readouterr()
+    documents = Documents.from_files(tmp_path / "o")
+    assert [d.tolist() for d in documents] == [encode(d).tolist() for d in docs]
