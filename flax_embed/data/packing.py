@@ -235,11 +235,18 @@ class Documents(Sequence[np.ndarray]):
         a document's text holds the separator; the separators between them are left
         out. ``tokens`` is a ``ShardTokens`` view: nothing is copied but the index.
 
-        Example::
+        Example (the first document's text holds the separator; it stays one document)::
 
+          >>> import pathlib, tempfile
           >>> from flax_embed.data import tokenize_corpus
-          >>> _ = tokenize_corpus([corpus_txt], out_dir, shard_tokens=3000)  # doctest: +SKIP
-          >>> docs = Documents.from_files(out_dir)  # doctest: +SKIP
+          >>> from flax_embed.tokenizer import encode
+          >>> with tempfile.TemporaryDirectory() as tmp:
+          ...     a, b = pathlib.Path(tmp, "a.txt"), pathlib.Path(tmp, "b.txt")
+          ...     _ = a.write_text("One <|endoftext|> document."), b.write_text("Another.")
+          ...     _ = tokenize_corpus([a, b], pathlib.Path(tmp, "out"), shard_tokens=4)
+          ...     docs = Documents.from_files(pathlib.Path(tmp, "out"))
+          ...     print(len(docs), docs[0].tolist() == encode(a.read_text()).tolist())
+          2 True
 
         Args:
           path: the folder or its ``manifest.json``.

@@ -290,3 +290,18 @@ def test_the_cli_writes_the_index(tmp_path, corpus, capsys):
     capsys.readouterr()
     documents = Documents.from_files(tmp_path / "o")
     assert [d.tolist() for d in documents] == [encode(d).tolist() for d in docs]
+
+
+@pytest.mark.parametrize("fixture", ["bpe_tokenizer_json", "big_tokenizer_json"])
+def test_the_index_is_exact_for_a_tokenizer_json(tmp_path, corpus, fixture, request):
+    """Another separator (``</s>`` for the big one) and uint32 ids: the same rule."""
+    from flax_embed.tokenizer import load_tokenizer
+
+    spec = request.getfixturevalue(fixture)
+    tok = load_tokenizer(str(spec))
+    paths, docs = corpus
+    manifest = tokenize_corpus(paths, tmp_path / "o", shard_tokens=23, tokenizer=str(spec))
+    assert manifest["document_index"]["documents"] == len(docs)
+    documents = Documents.from_files(tmp_path / "o")
+    for k, doc in enumerate(docs):
+        np.testing.assert_array_equal(documents[k], tok.encode(doc), err_msg=repr(doc))
