@@ -313,7 +313,8 @@ class Documents(Sequence[np.ndarray]):
         E.g. a token file written with ``<|endoftext|>`` (50256) between documents
         (``read_token_file``'s memory map works). The tokens other than separators are
         copied into memory, O(N). A document whose text contained the separator's
-        text splits there: only a document index written with the tokens is exact.
+        text splits there: only a document index written with the tokens is exact
+        (``from_files`` reads the one ``flax-embed tokenize`` writes).
         """
         tokens = np.asarray(tokens) if not isinstance(tokens, np.ndarray) else tokens
         check_ids_1d("tokens", tokens)

@@ -32,11 +32,13 @@ How a job runs (the same steps on one machine and on Ray, ``ray_tokenize.py``):
 
 The folder is the job's: a lock (``.flax-embed.lock``, ``fcntl.flock``) keeps a second
 writer out, and a folder whose ``manifest.json`` or ``.work`` was not written by this
-code, or that holds files named like shards that no manifest of ours lists, is refused
+code, or that holds files named like shards (or a ``documents.npy``) that no manifest of
+ours lists, is refused
 (``OutputError``): only files the job wrote are ever replaced or deleted. The manifest
 records a job id and each input's identity (path, bytes, ``mtime_ns``, and with
 ``verify_inputs=True`` its sha256): a rerun over a finished folder returns it only if
-the inputs and options are the same and every shard still verifies, else it redoes the job.
+the inputs and options are the same and every shard (and the document index) still
+verifies, else it redoes the job.
 
 So the shards depend only on the ids and ``N``, never on who ran which unit: a Ray
 run and a local run give the same bytes, shard for shard. Every file is written
