@@ -305,3 +305,44 @@ def test_the_index_is_exact_for_a_tokenizer_json(tmp_path, corpus, fixture, requ
     documents = Documents.from_files(tmp_path / "o")
     for k, doc in enumerate(docs):
         np.testing.assert_array_equal(documents[k], tok.encode(doc), err_msg=repr(doc))
+
+
+def test_a_separator_not_matched_one_for_one_stops_the_job(tmp_path, big_tokenizer_json):
+    """A ``single_word`` separator is not matched next to a word: no exact index, one line."""
+    from flax_embed.data.corpus import CorpusError
+
+    config = json.loads(big_tokenizer_json.read_text())
+    for token in config["added_tokens"]:
+        if token["content"] == "</s>":
+            token["single_word"] = True
+    spec = tmp_path / "tokenizer.json"
+    spec.write_text(json.dumps(config))
+    src = write_jsonl(tmp_path / "d.jsonl", ["the", "story"])
+    with pytest.raises(
+        CorpusError, match=r"d\.jsonl: the tokenizer gave 0 separator ids \(70000\)"
+    ):
+        tokenize_corpus([str(src)], tmp_path / "o", tokenizer=str(spec))
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_state_saved_over_a_tokenized_folder_resumes_on_the_same_rows(tmp_path, corpus):
+    """Batcher over the folder's packed rows: resume is exact, and the fingerprint is the
+    content's, so the folder and the same documents from memory share states."""
+    from flax_embed.data import Batcher
+
+    paths, docs = corpus
+    tokenize_corpus(paths, tmp_path / "o", shard_tokens=37)
+    ds = PackedDataset(Documents.from_files(tmp_path / "o"), 6, method="best_fit")
+    it = Batcher(ds, 4, shard_index=0, shard_count=1).iterate(2)
+    for _ in range(3):
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))
+    expected = [next(it) for _ in range(3)]
+    in_memory = PackedDataset(Documents.from_arrays([encode(d) for d in docs]), 6,
+                              method="best_fit")  # fmt: skip
+    again = Batcher(in_memory, 4, shard_index=0, shard_count=1).iterate(2)
+    again.set_state(state)
+    for batch in expected:
+        got = next(again)
+        for key in batch:
+            np.testing.assert_array_equal(got[key], batch[key], err_msg=key)
