@@ -651,10 +651,24 @@ def _hf_documents(seg: Segment, field: str, progress: Progress) -> Iterator[str]
 
 
 class DocumentCount:
-    """Counts the documents a ``segment_pieces`` generator has produced."""
+    """Counts the documents a ``segment_pieces`` generator has produced.
+
+    ``inner_separators`` maps a document's index (0 for the first one counted) to the
+    number of times the separator's text occurs *inside* that document (documents
+    without one are not listed). The tokenizer turns each occurrence into the
+    separator's id, so the document index (``shards.py``) tells the separators between
+    documents from those inside them by this count, not by the ids.
+    """
 
     def __init__(self) -> None:
         self.documents = 0
+        self.inner_separators: dict[int, int] = {}
+
+    def _inside(self, count: int) -> None:
+        """Records ``count`` separators inside the current (last counted) document."""
+        if count:
+            k = self.documents - 1
+            self.inner_separators[k] = self.inner_separators.get(k, 0) + count
 
 
 def _joined(docs: Iterator[str], counter: DocumentCount, eot: bool,
@@ -668,6 +682,8 @@ def _joined(docs: Iterator[str], counter: DocumentCount, eot: bool,
             batch.append(sep)
         batch.append(doc)
         counter.documents += 1
+        if eot and separator in doc:
+            counter._inside(doc.count(separator))
         chars += len(doc)
         if chars >= _PIECE_CHARS:
             yield "".join(batch)
@@ -696,7 +712,15 @@ def segment_pieces(
         if counter.documents and eot:
             yield separator
         counter.documents += 1
-        yield from _text_pieces(seg, progress)
+        if not eot:
+            yield from _text_pieces(seg, progress)
+            return
+        tail = ""  # the text before a piece in which a separator may begin
+        for piece in _text_pieces(seg, progress):
+            text = tail + piece
+            counter._inside(text.count(separator))
+            tail = text[max(0, len(text) - len(separator) + 1) :] if len(separator) > 1 else ""
+            yield piece
         return
     read = {"jsonl": _jsonl_documents, "parquet": _parquet_documents, "hf": _hf_documents}
     docs = read[seg.kind](seg, field, progress)
@@ -724,3 +748,5 @@ def corpus_pieces(
                 yield separator
             yield piece
         counter.documents = before + inner.documents
+        for k, count in inner.inner_separators.items():
+            counter.inner_separators[before + k] = count

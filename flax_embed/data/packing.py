@@ -34,15 +34,26 @@ source.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from flax_embed._validation import check_ids_1d, check_positive_int, first_out_of_range
 from flax_embed.data.fingerprint import token_digest
+from flax_embed.data.shards import (
+    MANIFEST,
+    manifest_tokenizer,
+    read_manifest,
+    verify_document_index,
+    verify_shard,
+)
+from flax_embed.data.token_files import open_token_file
+from flax_embed.tokenizer import ENDOFTEXT_ID
 
-__all__ = ["PACKING_METHODS", "Documents", "PackedDataset", "PackedRows"]
+__all__ = ["PACKING_METHODS", "Documents", "PackedDataset", "PackedRows", "ShardTokens"]
 
 PACKING_METHODS = ("first_fit", "best_fit", "concat_split")
 """``first_fit`` / ``best_fit``: Grain's ``FirstFitPackIterDataset`` /
@@ -74,6 +85,80 @@ def _ragged_arange(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(starts[:-1], counts)
 
 
+class ShardTokens:
+    """The documents' ids of a tokenized folder, back to back, separators left out.
+
+    A read-only 1-D array-like over the memory-mapped shards (``Documents.from_files``
+    makes it): ``view[i]``, ``view[a:b]`` and ``view[indices]`` gather across shard
+    files, so a document may span two shards. Position ``c`` of document ``k`` is the
+    stream position ``c + k`` (one separator between documents). Pickling reopens the
+    shards by path (Grain's worker processes).
+
+    Args:
+      paths: the shard files, in order. vocab_size: the manifest's.
+      offsets: the documents' ``(D + 1,)`` offsets in this view (``Documents.offsets``).
+      check_ids: check every id against ``vocab_size`` when opening.
+    """
+
+    ndim = 1
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], vocab_size: int,
+                 offsets: np.ndarray, *, check_ids: bool = False):  # fmt: skip
+        self.paths = [Path(p) for p in paths]
+        self.vocab_size = vocab_size
+        self._offsets = np.asarray(offsets, np.int64)
+        self._files = [open_token_file(p, vocab_size, check_ids)[0] for p in self.paths]
+        self.dtype = np.result_type(*[f.dtype for f in self._files]) if self._files else (
+            np.dtype(np.int64))  # fmt: skip
+        self._file_starts = np.cumsum([0, *(len(f) for f in self._files)]).astype(np.int64)
+        self.stream_length = int(self._file_starts[-1])
+        self.shape = (int(self._offsets[-1]),)
+        self.size = self.shape[0]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read_stream(self, positions_N: np.ndarray) -> np.ndarray:
+        """The ids at ``positions_N`` of the shards read as one stream (separators in)."""
+        p = np.asarray(positions_N, np.int64)
+        if len(self._files) == 1:
+            return np.asarray(self._files[0][p])
+        out = np.empty(p.shape, self.dtype)
+        f = np.searchsorted(self._file_starts, p, side="right") - 1
+        for k in np.unique(f).tolist():
+            mask = f == k
+            out[mask] = self._files[k][p[mask] - self._file_starts[k]]
+        return out
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.shape[0])
+            return self[np.arange(start, stop, step, dtype=np.int64)]
+        c = np.asarray(index)
+        if not np.issubdtype(c.dtype, np.integer):
+            raise TypeError(f"token index must be integers, got dtype {c.dtype}")
+        c = c.astype(np.int64)
+        n = self.shape[0]
+        if c.size and (c.min() < -n or c.max() >= n):
+            raise IndexError(f"token index out of range for {n} tokens")
+        c = np.where(c < 0, c + n, c)
+        doc = np.searchsorted(self._offsets, c, side="right") - 1
+        return self.read_stream(c + doc)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getstate__(self) -> dict:
+        return {"paths": self.paths, "vocab_size": self.vocab_size, "offsets": self._offsets}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def __repr__(self) -> str:
+        return f"ShardTokens(files={len(self.paths)}, tokens={self.shape[0]})"
+
+
 class Documents(Sequence[np.ndarray]):
     """Documents as one flat token array plus an offsets array (a document index).
 
@@ -97,10 +182,12 @@ class Documents(Sequence[np.ndarray]):
         an in-memory ``tokens`` outside ``[0, 2**31)`` (rows are int32).
     """
 
-    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, *, name: str = "offsets"):
-        tokens = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
-        check_ids_1d("tokens", tokens)
-        if not isinstance(tokens, np.memmap) and (bad := first_out_of_range(tokens, 2**31)):
+    def __init__(self, tokens: np.ndarray | ShardTokens, offsets: np.ndarray, *,
+                 name: str = "offsets"):  # fmt: skip
+        tokens = tokens if isinstance(tokens, (np.ndarray, ShardTokens)) else np.asarray(tokens)
+        check_ids_1d("tokens", tokens)  # type: ignore[arg-type]
+        if not isinstance(tokens, (np.memmap, ShardTokens)) and (
+                bad := first_out_of_range(tokens, 2**31)):  # fmt: skip
             # Rows are int32; a memory-mapped token file's ids were checked when opened.
             raise ValueError(
                 f"tokens[{bad[0]}] = {int(tokens[bad[0]])} is not an id in [0, 2**31) "
@@ -139,13 +226,95 @@ class Documents(Sequence[np.ndarray]):
         return cls(tokens, _excl_cumsum(lengths))
 
     @classmethod
+    def from_files(cls, path: str | os.PathLike[str], *, verify: bool = True) -> Documents:
+        """The documents of a folder written by ``flax-embed tokenize``, memory-mapped.
+
+        Reads the manifest (the folder or its ``manifest.json``), its shards and its
+        document index (``documents.npy``, see ``docs/corpora.md``). Documents are the
+        corpus's (each JSONL line, Parquet/Arrow row or text file), exact even where
+        a document's text holds the separator; the separators between them are left
+        out. ``tokens`` is a ``ShardTokens`` view: nothing is copied but the index.
+
+        Example (the first document's text holds the separator; it stays one document)::
+
+          >>> import pathlib, tempfile
+          >>> from flax_embed.data import tokenize_corpus
+          >>> from flax_embed.tokenizer import encode
+          >>> with tempfile.TemporaryDirectory() as tmp:
+          ...     a, b = pathlib.Path(tmp, "a.txt"), pathlib.Path(tmp, "b.txt")
+          ...     _ = a.write_text("One <|endoftext|> document."), b.write_text("Another.")
+          ...     _ = tokenize_corpus([a, b], pathlib.Path(tmp, "out"), shard_tokens=4)
+          ...     docs = Documents.from_files(pathlib.Path(tmp, "out"))
+          ...     print(len(docs), docs[0].tolist() == encode(a.read_text()).tolist())
+          2 True
+
+        Args:
+          path: the folder or its ``manifest.json``.
+          verify: check each shard's and the index's sha256 against the manifest, every
+            id against the vocabulary, and that a separator precedes each document but
+            the first (reads the corpus once); else only sizes and the index's order.
+
+        Raises:
+          ValueError (``TokenFileError``): no manifest, no document index (a folder
+            tokenized with ``eot=False`` or before manifest version 3), or an index or
+            shard that disagrees with the manifest or the shards; the message names
+            the file.
+        """
+        manifest, folder = read_manifest(path)
+        entry = manifest.get("document_index")
+        if entry is None:
+            why = ("its documents were joined by nothing (eot=False)" if manifest.get("eot")
+                   is False else f"written before manifest version 3 (version "
+                   f"{manifest.get('version')})")  # fmt: skip
+            raise ValueError(
+                f"{folder / MANIFEST}: no document index ({why}); run "
+                "flax-embed tokenize again with the separator to write one"
+            )
+        for shard in manifest["shards"]:
+            verify_shard(folder, shard, checksum=verify)
+        verify_document_index(folder, manifest, checksum=verify)
+        index = folder / entry["name"]
+        starts_D = np.load(index, allow_pickle=False)
+        paths = [folder / s["name"] for s in manifest["shards"]]
+        n, d = int(manifest["tokens"]), len(starts_D)
+        if d == 0:
+            if n:
+                raise ValueError(f"{index}: no document, but the shards hold {n} tokens")
+        elif starts_D[0] != 0 or starts_D[-1] > n:
+            raise ValueError(f"{index}: disagrees with the shards: documents start at "
+                             f"{int(starts_D[0])} .. {int(starts_D[-1])}, the shards hold "
+                             f"{n} tokens")  # fmt: skip
+        elif (bad := np.flatnonzero(np.diff(starts_D) < 1)).size:
+            k = int(bad[0]) + 1
+            raise ValueError(
+                f"{index}: document {k} starts at {int(starts_D[k])}, not after "
+                f"document {k - 1} and its separator ({int(starts_D[k - 1])})"
+            )
+        # Compact offsets (separators left out): document k loses the k separators before it.
+        offsets = np.append(starts_D - np.arange(d), n - max(d - 1, 0)).astype(np.int64)
+        tokens = ShardTokens(paths, manifest["vocab_size"], offsets, check_ids=verify)
+        if verify and d > 1:
+            identity = manifest_tokenizer(manifest)
+            sep = ENDOFTEXT_ID if identity is None else identity["separator_id"]
+            before = tokens.read_stream(starts_D[1:] - 1)
+            if (bad := np.flatnonzero(before != sep)).size:
+                k = int(bad[0]) + 1
+                raise ValueError(
+                    f"{index}: disagrees with the shards: document {k} starts at "
+                    f"{int(starts_D[k])}, but token {int(starts_D[k]) - 1} is "
+                    f"{int(before[k - 1])}, not the separator {sep}"
+                )
+        return cls(tokens, offsets, name=str(index))
+
+    @classmethod
     def split_at(cls, tokens: np.ndarray, separator_id: int) -> Documents:
         """Documents of a token stream separated by ``separator_id`` (dropped).
 
         E.g. a token file written with ``<|endoftext|>`` (50256) between documents
         (``read_token_file``'s memory map works). The tokens other than separators are
         copied into memory, O(N). A document whose text contained the separator's
-        text splits there: only a document index written with the tokens is exact.
+        text splits there: only a document index written with the tokens is exact
+        (``from_files`` reads the one ``flax-embed tokenize`` writes).
         """
         tokens = np.asarray(tokens) if not isinstance(tokens, np.ndarray) else tokens
         check_ids_1d("tokens", tokens)
@@ -384,7 +553,8 @@ class PackedDataset:
             f"packed:{self.seq_len}:{self.method}:{self.num_packing_bins}:{self.seed}:"
             f"{self.long_documents}:".encode()
         )
-        h.update(token_digest(self.documents.tokens).encode())
+        # A ShardTokens view slices like the array it stands for.
+        h.update(token_digest(self.documents.tokens).encode())  # pyright: ignore[reportArgumentType]
         h.update(token_digest(self.documents.offsets).encode())
         return h.hexdigest()
 

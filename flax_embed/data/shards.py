@@ -5,7 +5,9 @@
 exactly ``N`` tokens each (the last one shorter): shard ``k`` holds the global ids
 ``[k*N, (k+1)*N)``. Each shard is a ``.bin`` token file with its sidecar; the manifest
 lists the shards (name, token count, sha256 of the ``.bin``), the dtype, the vocabulary
-and the inputs with their sizes.
+and the inputs with their sizes. Documents joined by the separator also get a document
+index, ``documents.npy`` (``DOCUMENT_INDEX``): the global start of each document, int64
+``(D,)``, listed as ``"document_index"`` (manifest version 3; see ``docs/corpora.md``).
 
 How a job runs (the same steps on one machine and on Ray, ``ray_tokenize.py``):
 
@@ -15,22 +17,28 @@ How a job runs (the same steps on one machine and on Ray, ``ray_tokenize.py``):
 2. **Tokenize units.** Each unit's ids, ``encode("<|endoftext|>".join(its documents))``,
    go to ``OUT/.work/part-XXXXX.bin``. Units are independent: tiktoken splits at
    ``<|endoftext|>`` before anything else, so the global ids are the units' ids joined
-   by 50256 (units with no document contribute nothing).
+   by 50256 (units with no document contribute nothing). With ``eot``, the starts of
+   the unit's documents go to ``part-XXXXX.docs.npy`` (``document_starts``: from the
+   documents and the separators counted inside them, never from the ids alone).
 3. **Cut shards.** From the unit token counts, shard ``k``'s span of the global stream
-   is known exactly; it is copied from the part files into ``tokens-0000k.bin``.
+   is known exactly; it is copied from the part files into ``tokens-0000k.bin``. The
+   units' document starts, moved by the tokens before each unit, form ``documents.npy``.
 4. **Publish.** The new shards are built in ``.work``; only when all are complete is
-   the new manifest recorded there (``commit.json``), the shards renamed into ``OUT``,
+   the new manifest recorded there (``commit.json``), the shards and the document
+   index renamed into ``OUT``,
    the old job's shards that the new one does not have deleted, the manifest written
    atomically, and ``.work`` deleted. A run that fails before the commit leaves a
    finished output as it was; one killed during the swap is finished by the next run.
 
 The folder is the job's: a lock (``.flax-embed.lock``, ``fcntl.flock``) keeps a second
 writer out, and a folder whose ``manifest.json`` or ``.work`` was not written by this
-code, or that holds files named like shards that no manifest of ours lists, is refused
+code, or that holds files named like shards (or a ``documents.npy``) that no manifest of
+ours lists, is refused
 (``OutputError``): only files the job wrote are ever replaced or deleted. The manifest
 records a job id and each input's identity (path, bytes, ``mtime_ns``, and with
 ``verify_inputs=True`` its sha256): a rerun over a finished folder returns it only if
-the inputs and options are the same and every shard still verifies, else it redoes the job.
+the inputs and options are the same and every shard (and the document index) still
+verifies, else it redoes the job.
 
 So the shards depend only on the ids and ``N``, never on who ran which unit: a Ray
 run and a local run give the same bytes, shard for shard. Every file is written
@@ -59,7 +67,13 @@ from typing import Protocol
 
 import numpy as np
 
-from flax_embed._io import TEMP_MARK, atomic_write_json, describe_os_error, resolves_inside
+from flax_embed._io import (
+    TEMP_MARK,
+    atomic_open,
+    atomic_write_json,
+    describe_os_error,
+    resolves_inside,
+)
 from flax_embed._validation import check_positive_int
 from flax_embed.data.corpus import (
     DEFAULT_FIELD,
@@ -91,6 +105,7 @@ from flax_embed.tokenizer import (
 
 __all__ = [
     "DEFAULT_SHARD_TOKENS",
+    "DOCUMENT_INDEX",
     "MANIFEST",
     "MANIFEST_FORMAT",
     "OutputError",
@@ -101,6 +116,7 @@ __all__ = [
     "read_manifest",
     "shard_name",
     "tokenize_corpus",
+    "verify_document_index",
 ]
 
 Batch = tuple[np.ndarray, np.ndarray]
@@ -108,6 +124,10 @@ Batch = tuple[np.ndarray, np.ndarray]
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "flax-embed token shards"
+MANIFEST_VERSION = 3
+"""3: the document index (``documents.npy``, ``"document_index"``); 2 and older lack it."""
+DOCUMENT_INDEX = "documents.npy"
+"""The document index beside the shards: int64 ``(D,)``, the global start of each document."""
 DEFAULT_SHARD_TOKENS = 100_000_000
 """Tokens per shard by default: 200 MB uint16 files, as nanoGPT's FineWeb shards."""
 DEFAULT_SEGMENT_BYTES = 64 << 20
@@ -119,7 +139,8 @@ LOCK = ".flax-embed.lock"
 _COPY_TOKENS = 1 << 22
 _SHARD_FILE = re.compile(r"tokens-\d{5,}\.bin(\.json)?")
 _WORK_FILE = re.compile(
-    r"(plan|commit)\.json|(part|tokens|shard)-\d{5,}\.(bin|bin\.json|done\.json)"
+    r"(plan|commit)\.json|documents\.npy"
+    r"|(part|tokens|shard)-\d{5,}\.(bin|bin\.json|done\.json|docs\.npy)"
 )
 
 
@@ -159,17 +180,93 @@ class UnitJob:
 
 
 def run_unit(job: UnitJob, progress: Callable[[int], object] | None = None) -> dict:
-    """Writes a unit's ids to ``job.part``; returns ``{"tokens", "documents", "sha256"}``."""
+    """Writes a unit's ids to ``job.part``; returns ``{"tokens", "documents", "sha256"}``.
+
+    With ``job.eot`` it also writes the unit's document index, the start of each of its
+    documents in its ids (``unit_index_path``), and returns its ``"index_sha256"``.
+    """
     counter = DocumentCount()
     tok = job.tokenizer
+    separator_id = ENDOFTEXT_ID if tok is None else tok.separator_id
     pieces = corpus_pieces(job.segments, job.field, eot=job.eot, counter=counter,
                            progress=progress or (lambda n: None),
                            **({} if tok is None else {"separator": tok.separator}))  # fmt: skip
+    found: list[np.ndarray] = []  # where the separator's id is, in the unit's ids
     with TokenFileWriter(job.part, vocab_size=job.vocab_size) as writer:
         for ids_N in iter_encode_parallel(pieces, workers=job.workers, tokenizer=tok):
+            if job.eot:
+                found.append(np.flatnonzero(ids_N == separator_id) + writer.count)
             writer.write(ids_N)
-    return {"tokens": writer.count, "documents": counter.documents,
-            "sha256": file_sha256(job.part)}  # fmt: skip
+    result = {"tokens": writer.count, "documents": counter.documents,
+              "sha256": file_sha256(job.part)}  # fmt: skip
+    if job.eot:
+        where = job.segments[0].path if job.segments else job.part
+        positions = np.concatenate(found) if found else np.zeros(0, np.int64)
+        starts = document_starts(positions, counter, where=where, separator_id=separator_id)
+        index = unit_index_path(job.part)
+        write_document_index(index, [starts], len(starts))
+        result["index_sha256"] = file_sha256(index)
+    return result
+
+
+def unit_index_path(part: str | os.PathLike[str]) -> Path:
+    """``part-00000.bin`` -> ``part-00000.docs.npy``: a unit's document index."""
+    part = Path(part)
+    return part.with_name(part.name.removesuffix(".bin") + ".docs.npy")
+
+
+def document_starts(separators_S: np.ndarray, counter: DocumentCount, *, where: str,
+                    separator_id: int) -> np.ndarray:  # fmt: skip
+    """The start of each document in ids whose separator ids are at ``separators_S``.
+
+    The documents are ``counter``'s, joined by the separator: the ids hold one separator
+    id per separator text, between documents and inside them (``counter.inner_separators``
+    per document). So the separator after document ``k`` is the id number
+    ``inner_0 + ... + inner_k + k``, whatever the text inside the documents: a document
+    containing ``<|endoftext|>`` stays one document.
+
+    Returns:
+      ``(D,)`` int64: document ``k`` is ``ids[starts[k] : starts[k + 1] - 1]``, the last
+      one ``ids[starts[-1]:]``.
+
+    Raises:
+      CorpusError: the ids hold another number of separator ids than the text has
+        separators (a tokenizer that does not map its separator's text to its id one to
+        one): the boundaries could not be exact.
+    """
+    d = counter.documents
+    if d == 0:
+        return np.zeros(0, np.int64)
+    inner_D = np.zeros(d, np.int64)
+    for k, count in counter.inner_separators.items():
+        inner_D[k] = count
+    expected = int(inner_D.sum()) + d - 1
+    if len(separators_S) != expected:
+        raise CorpusError(
+            f"{where}: the tokenizer gave {len(separators_S)} separator ids ({separator_id}) "
+            f"for the {expected} separators in the text of its {d} documents; the document "
+            "index cannot be exact with this tokenizer (its separator is not matched one "
+            "to one in the text)"
+        )
+    nth_K = np.cumsum(inner_D[:-1]) + np.arange(d - 1)
+    return np.concatenate([[0], np.asarray(separators_S, np.int64)[nth_K] + 1]).astype(np.int64)
+
+
+def write_document_index(path: str | os.PathLike[str], chunks: Iterable[np.ndarray],
+                         count: int) -> None:  # fmt: skip
+    """Writes the ``.npy`` file of ``count`` int64 starts given in ``chunks``, atomically.
+
+    The header is ``np.save``'s (format 1.0), so the bytes depend only on the values.
+    """
+    with atomic_open(path, "wb") as f:
+        header = {"descr": "<i8", "fortran_order": False, "shape": (count,)}
+        np.lib.format.write_array_header_1_0(f, header)
+        written = 0
+        for chunk in chunks:
+            f.write(np.ascontiguousarray(chunk, dtype="<i8").tobytes())
+            written += len(chunk)
+        if written != count:
+            raise AssertionError(f"{path}: {written} document starts, {count} announced")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,6 +420,20 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict, Path]:
         if not resolves_inside(folder, entry["name"]):
             raise TokenFileError(f"{folder / entry['name']}: resolves outside the manifest's "
                                  f"folder {folder} (a symlink?); refused")  # fmt: skip
+    index = manifest.get("document_index")
+    if index is not None:
+        if not (
+            isinstance(index, dict)
+            and isinstance(index.get("name"), str)
+            and Path(index["name"]).name == index["name"]
+            and index["name"] not in ("", ".", "..", *seen)
+            and _is_count(index.get("documents"))
+            and isinstance(index.get("sha256"), str)
+        ):
+            raise TokenFileError(f"{path}: a malformed manifest (document_index)")
+        if not resolves_inside(folder, index["name"]):
+            raise TokenFileError(f"{folder / index['name']}: resolves outside the manifest's "
+                                 f"folder {folder} (a symlink?); refused")  # fmt: skip
     total = sum(entry["tokens"] for entry in shards)
     if manifest.get("tokens") != total:
         raise TokenFileError(f"{path}: 'tokens' is {manifest.get('tokens')!r}, but its shards "
@@ -419,6 +530,34 @@ def verify_shard(folder: Path, entry: dict, *, checksum: bool = True) -> None:
         raise TokenFileError(describe_os_error(folder / entry["name"], e)) from None
 
 
+def verify_document_index(folder: Path, manifest: dict, *, checksum: bool = True) -> None:
+    """Raises TokenFileError naming the file if the manifest's document index disagrees.
+
+    Checks that ``documents.npy`` is a whole ``(D,)`` int64 ``.npy`` of the manifest's
+    ``D`` starts and, with ``checksum``, its sha256. Whether its starts fit the shards
+    (``packing.Documents.from_files``) needs the shards' separators. A manifest without
+    a ``"document_index"`` passes.
+    """
+    entry = manifest.get("document_index")
+    if entry is None:
+        return
+    path = folder / entry["name"]
+    try:
+        if checksum and file_sha256(path) != entry["sha256"]:
+            raise TokenFileError(f"{path}: checksum disagrees with the manifest (a corrupt or "
+                                 "replaced document index)")  # fmt: skip
+        starts = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise TokenFileError(f"{path}: document index missing, listed in the manifest") from None
+    except OSError as e:
+        raise TokenFileError(describe_os_error(path, e)) from None
+    except ValueError as e:  # not a .npy file, or a truncated one
+        raise TokenFileError(f"{path}: not a whole .npy document index ({e})") from None
+    if starts.dtype != np.dtype("<i8") or starts.shape != (entry["documents"],):
+        raise TokenFileError(f"{path}: {starts.dtype} {starts.shape}, but the manifest lists "
+                             f"{entry['documents']} documents (int64)")  # fmt: skip
+
+
 def _valid(path: Path, record: dict | None) -> bool:
     """Whether the token file ``path`` and its sidecar are whole and match ``record``."""
     if not isinstance(record, dict) or not _is_count(record.get("tokens")):
@@ -477,13 +616,13 @@ def _locked(out: Path) -> Iterator[None]:
 def output_paths(out: str | os.PathLike[str]) -> list[Path]:
     """The paths in ``out`` a sharded job writes: never read as its inputs.
 
-    ``manifest.json``, ``.work``, the lock and the files named like shards or their
-    sidecars; other files in ``out`` may be inputs.
+    ``manifest.json``, ``.work``, the lock, the document index and the files named like
+    shards or their sidecars; other files in ``out`` may be inputs.
     """
     out = Path(out)
     shards = sorted(p for p in out.iterdir() if _SHARD_FILE.fullmatch(p.name)) if (
         out.is_dir()) else []  # fmt: skip
-    return [out / MANIFEST, out / WORK_DIR, out / LOCK, *shards]
+    return [out / MANIFEST, out / WORK_DIR, out / LOCK, out / DOCUMENT_INDEX, *shards]
 
 
 def _foreign(path: Path, what: str) -> OutputError:
@@ -540,6 +679,8 @@ def _check_shard_names(out: Path, owned: set[str]) -> None:
     for p in sorted(out.iterdir()):
         if _SHARD_FILE.fullmatch(p.name) and p.name.removesuffix(".json") not in owned:
             raise _foreign(p, "a file named like a shard that no manifest of this command lists")
+        if p.name == DOCUMENT_INDEX and p.name not in owned:
+            raise _foreign(p, "a document index that no manifest of this command lists")
 
 
 def _publish(out: Path, work: Path, commit: dict) -> dict:
@@ -550,14 +691,24 @@ def _publish(out: Path, work: Path, commit: dict) -> dict:
         for name in (entry["name"], entry["name"] + ".json"):
             if (work / name).exists():
                 os.replace(work / name, out / name)
+    for name in _index_names(manifest):
+        if (work / name).exists():
+            os.replace(work / name, out / name)
     for name in commit["remove"]:
         for n in (name, name + ".json"):
             (out / n).unlink(missing_ok=True)
     for entry in manifest["shards"]:
         verify_shard(out, entry, checksum=False)
+    verify_document_index(out, manifest, checksum=False)
     atomic_write_json(out / MANIFEST, manifest)
     _clear_work(work)
     return manifest
+
+
+def _index_names(manifest: dict) -> set[str]:
+    """The document index a manifest lists (a set of 0 or 1 name)."""
+    entry = manifest.get("document_index")
+    return {entry["name"]} if isinstance(entry, dict) else set()
 
 
 def _same_inputs(old: object, new: list[dict]) -> bool:
@@ -631,7 +782,7 @@ def tokenize_corpus(
     vocab = tok.n_vocab
     meta = {
         "format": MANIFEST_FORMAT,
-        "version": 2,
+        "version": MANIFEST_VERSION,
         "dtype": token_dtype(vocab).name,
         "vocab_size": vocab,
         "shard_tokens": shard_tokens,
@@ -666,9 +817,10 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
     old = _owned_manifest(out)
     old_plan = _owned_work(work)
     commit = _read_json(work / "commit.json") if old_plan else None
-    owned = {e["name"] for e in (old or {}).get("shards", [])}
+    owned = {e["name"] for e in (old or {}).get("shards", [])} | _index_names(old or {})
     if isinstance(commit, dict):
         owned |= {e["name"] for e in commit["manifest"]["shards"]} | set(commit["remove"])
+        owned |= _index_names(commit["manifest"])
     _check_shard_names(out, owned)
     if isinstance(commit, dict):  # a swap was interrupted: finish it first
         try:
@@ -687,6 +839,7 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
         try:
             for entry in old["shards"]:
                 verify_shard(out, entry)
+            verify_document_index(out, old)
             _clear_work(work)
             return old  # already complete and valid
         except TokenFileError:
@@ -707,7 +860,7 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
     except CorpusError:
         _clear_work(work)
         raise
-    names = {e["name"] for e in manifest["shards"]}
+    names = {e["name"] for e in manifest["shards"]} | _index_names(manifest)
     commit = {"manifest": manifest, "remove": sorted(owned - names)}
     atomic_write_json(work / "commit.json", commit)
     return _publish(out, work, commit)
@@ -726,7 +879,7 @@ def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool
     todo = []
     for i, unit in enumerate(units):
         record = _read_json(work / f"part-{i:05d}.done.json")
-        if _valid(Path(parts[i]), record):
+        if _valid(Path(parts[i]), record) and (not eot or _unit_index_valid(parts[i], record)):
             results[i] = record
         else:
             todo.append((i, UnitJob(unit, parts[i], field, eot, unit_workers, tok.n_vocab, tok)))
@@ -765,8 +918,49 @@ def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool
             bar.update(1)
     written = [s for s in shards if s is not None]
     assert len(written) == len(shards), "a runner skipped a shard"
-    return {**meta, "job": plan["job"], "inputs": plan["inputs"],
-            "tokens": sum(s["tokens"] for s in written), "shards": written}  # fmt: skip
+    manifest = {**meta, "job": plan["job"], "inputs": plan["inputs"],
+                "tokens": sum(s["tokens"] for s in written), "shards": written}  # fmt: skip
+    if eot:
+        manifest["document_index"] = _write_global_index(work / DOCUMENT_INDEX, finished, parts)
+    return manifest
+
+
+def _unit_index_valid(part: str, record: dict | None) -> bool:
+    """Whether a unit's document index is whole: its sha256 is ``record``'s."""
+    index = unit_index_path(part)
+    if not isinstance(record, dict):
+        return False
+    try:
+        return isinstance(record.get("index_sha256"), str) and index.is_file() and (
+            file_sha256(index) == record["index_sha256"])  # fmt: skip
+    except OSError:
+        return False
+
+
+def _write_global_index(path: Path, unit_results: Sequence[dict], parts: Sequence[str]) -> dict:
+    """Writes ``documents.npy`` from the units' indexes; returns its manifest entry.
+
+    The units' ids are joined by one separator id (as ``cut_shards`` joins them), so a
+    unit's starts move by the tokens and separators before it.
+    """
+    count = sum(r["documents"] for r in unit_results)
+
+    def chunks() -> Iterator[np.ndarray]:
+        base, seen = 0, False
+        for result, part in zip(unit_results, parts, strict=True):
+            if not result["documents"]:
+                continue
+            base += 1 if seen else 0
+            seen = True
+            starts = np.load(unit_index_path(part))
+            if starts.shape != (result["documents"],):
+                raise TokenFileError(f"{unit_index_path(part)}: {starts.shape[0]} starts for "
+                                     f"{result['documents']} documents")  # fmt: skip
+            yield starts + base
+            base += result["tokens"]
+
+    write_document_index(path, chunks(), count)
+    return {"name": DOCUMENT_INDEX, "documents": count, "sha256": file_sha256(path)}
 
 
 # --- reading shards back ------------------------------------------------------------------

@@ -65,6 +65,9 @@ def test_ray_output_equals_the_local_run_shard_for_shard(cluster, tmp_path, inpu
             assert (tmp_path / "ray" / name).read_bytes() == (
                 tmp_path / "local" / name
             ).read_bytes()
+    index = local["document_index"]["name"]  # the document index too
+    assert (tmp_path / "ray" / index).read_bytes() == (tmp_path / "local" / index).read_bytes()
+    assert local["document_index"]["documents"] == len(docs)
     ids = np.concatenate([read_token_file(tmp_path / "ray" / s["name"]) for s in remote["shards"]])
     np.testing.assert_array_equal(ids, encode(ENDOFTEXT.join(docs)))
     assert len(remote["shards"]) > 3
@@ -196,5 +199,5 @@ def test_ray_equals_local_for_a_tokenizer_json(cluster, inputs, tmp_path, fixtur
         runner.close()
     local = tokenize_corpus(paths, tmp_path / "local", **kwargs)
     assert remote == local and remote["tokenizer"]["name"] == "tokenizer.json"
-    for name in [MANIFEST, *(s["name"] for s in local["shards"])]:
+    for name in [MANIFEST, "documents.npy", *(s["name"] for s in local["shards"])]:
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()

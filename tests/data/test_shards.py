@@ -250,7 +250,7 @@ def test_a_rerun_skips_valid_shards_and_redoes_a_corrupt_one(tmp_path, inputs):
     other = tokenize_corpus(paths, out, shard_tokens=1000)  # other options: a new job
     assert len(other["shards"]) < len(manifest["shards"])
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [MANIFEST] + [s["name"] for s in other["shards"]]
+        [MANIFEST, "documents.npy"] + [s["name"] for s in other["shards"]]
         + [s["name"] + ".json" for s in other["shards"]]
     )  # fmt: skip
 
@@ -406,7 +406,8 @@ def test_a_killed_swap_is_finished_by_the_next_run(tmp_path, inputs, monkeypatch
     np.testing.assert_array_equal(np.concatenate(shard_ids(out, manifest)),
                                   encode(ENDOFTEXT.join(docs)))  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [MANIFEST] + [n for s in manifest["shards"] for n in (s["name"], s["name"] + ".json")]
+        [MANIFEST, "documents.npy"]
+        + [n for s in manifest["shards"] for n in (s["name"], s["name"] + ".json")]
     )
 
 
