@@ -45,6 +45,8 @@ __all__ = ["CONNECT_TIMEOUT", "RayConnectError", "RayRunner", "check_address"]
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a cluster's port to accept a connection."""
+CANCEL_WAIT_S = 60.0
+"""Seconds a failed job waits for its cancelled Ray tasks to end before cleaning up."""
 _ADDRESS = re.compile(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})")
 
 
@@ -143,8 +145,12 @@ class RayRunner:
                         raise
                     yield refs[ref], result
         finally:
+            # A task still running when another failed must not write into .work after the
+            # driver has cleaned it: cancel the rest and wait until each has ended.
             for ref in pending:
                 ray.cancel(ref)
+            if pending:
+                ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
 
     def run_units(self, jobs: Sequence[tuple[int, UnitJob]], bar) -> Iterator[tuple[int, dict]]:
         return self._run(self._unit, jobs, bar)
