@@ -2,10 +2,11 @@
 
 Tests, docstring examples (``--doctest-modules`` over ``flax_embed``) and the
 documentation's examples (``tests/test_docs.py``) need GPT-2's BPE files for
-anything that tokenizes. They are probed once per session; when they cannot be
-loaded (offline, no ``TIKTOKEN_CACHE_DIR``), every test that fails for that reason
-is reported as *skipped*, all under one reason that says how to provide the files,
-instead of hundreds of failures. When the files load, nothing is changed.
+anything that tokenizes. Each of them carries the ``tokenizer`` marker (doctests and
+documentation blocks get it from their collector). The files are probed once per
+session; when they cannot be loaded (offline, no ``TIKTOKEN_CACHE_DIR``), the marked
+tests are skipped up front, with a reason that says how to provide the files. A test
+is never turned into a skip after it ran: a failure is a failure.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import pytest
 REPO = Path(__file__).resolve().parent
 SHARED_TIKTOKEN_CACHE = REPO.parent / "shared" / "tiktoken_cache"
 PROBE_TIMEOUT_S = 30
-SKIP_LINE = 0  # the location every tokenizer skip is reported at, so they fold into one line
 
 # Run as a script by tests/distributed/test_multiprocess.py; importing it (as
 # --doctest-modules would) sets XLA_FLAGS for this process and its children.
@@ -72,47 +72,11 @@ def tokenizer_missing() -> str | None:
     )
 
 
-def _caused_by_missing_tokenizer(excinfo: pytest.ExceptionInfo | None, text: str) -> bool:
-    from flax_embed.tokenizer import TokenizerUnavailableError
-
-    if excinfo is not None:
-        error: BaseException | None = excinfo.value
-        if hasattr(error, "exc_info"):  # doctest.UnexpectedException
-            error = error.exc_info[1]
-        seen = set()
-        while error is not None and id(error) not in seen:
-            if isinstance(error, TokenizerUnavailableError):
-                return True
-            seen.add(id(error))
-            error = error.__cause__ or error.__context__
-    # A subprocess (the CLI, a benchmark, a worker) reports it in its output.
-    return "TokenizerUnavailableError" in text or "GPT-2 BPE files" in text
-
-
 def pytest_report_header(config) -> str:
     missing = tokenizer_missing()
     if missing is None:
         return "GPT-2 BPE files: found"
     return f"GPT-2 BPE files: NOT FOUND; tests that need them are skipped. {missing}"
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    if (
-        report.failed
-        and tokenizer_missing() is not None
-        and _caused_by_missing_tokenizer(
-            call.excinfo, report.longreprtext + "".join(text for _, text in report.sections)
-        )
-    ):
-        report.outcome = "skipped"
-        report.longrepr = (
-            __file__,
-            SKIP_LINE,
-            f"Skipped: needs GPT-2's BPE files: {tokenizer_missing()}",
-        )
-    return report
 
 
 def pytest_collection_modifyitems(config, items) -> None:
