@@ -79,11 +79,32 @@ def pytest_report_header(config) -> str:
     return f"GPT-2 BPE files: NOT FOUND; tests that need them are skipped. {missing}"
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """``@pytest.mark.tokenizer`` tests are skipped up front when the files are missing.
+# pytest-xdist (addopts: -n 2 --dist loadgroup) spreads tests over two workers. The tests
+# of these modules stay in one worker: each builds an expensive module-scoped fixture
+# (a site, a benchmark run, a Ray cluster, two JAX processes, a harness of kills), which
+# would otherwise be built once per worker, or (Ray) must not start twice at once.
+XDIST_GROUPS = {
+    "tests/test_site.py": "site",
+    "tests/benchmarks/test_device_check.py": "device_check",
+    "tests/benchmarks/test_run_quick.py": "run_quick",
+    "tests/data/test_ray_tokenize.py": "ray",
+    "tests/distributed/test_multiprocess.py": "multiprocess",
+    "tests/faults/test_kills.py": "kills",
+    "tests/layers/test_linen_apis.py": "linen_apis",
+}
 
-    For tests whose failure would come late (a subprocess that runs for a while).
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items) -> None:
+    """Groups for pytest-xdist; ``@pytest.mark.tokenizer`` tests skipped up front offline.
+
+    A test that needs GPT-2's BPE files is marked, and skipped before it runs when they
+    cannot be loaded; a test never becomes a skip after it ran.
     """
+    for item in items:
+        group = XDIST_GROUPS.get(Path(item.fspath).relative_to(REPO).as_posix())
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
     if not any(item.get_closest_marker("tokenizer") for item in items):
         return
     missing = tokenizer_missing()
