@@ -209,33 +209,14 @@ TOKENIZER_TESTS = {
 }
 
 
-# pytest-xdist (addopts: -n 2 --dist loadgroup) spreads tests over two workers. The tests
-# of these modules stay in one worker: each builds an expensive module-scoped fixture
-# (a site, a benchmark run, a Ray cluster, two JAX processes, a harness of kills), which
-# would otherwise be built once per worker, or (Ray) must not start twice at once.
-XDIST_GROUPS = {
-    "tests/test_site.py": "site",
-    "tests/benchmarks/test_device_check.py": "device_check",
-    "tests/benchmarks/test_run_quick.py": "run_quick",
-    "tests/data/test_ray_tokenize.py": "ray",
-    "tests/distributed/test_multiprocess.py": "multiprocess",
-    "tests/faults/test_kills.py": "kills",
-    "tests/layers/test_linen_apis.py": "linen_apis",
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items) -> None:
-    """Groups for pytest-xdist; ``@pytest.mark.tokenizer`` tests skipped up front offline.
+    """``@pytest.mark.tokenizer`` tests (and ``TOKENIZER_TESTS``) are skipped up front offline.
 
     A test that needs GPT-2's BPE files is marked, and skipped before it runs when they
     cannot be loaded; a test never becomes a skip after it ran.
     """
     for item in items:
         path = Path(item.fspath).relative_to(REPO).as_posix()
-        group = XDIST_GROUPS.get(path)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
         if getattr(item, "originalname", item.name) in TOKENIZER_TESTS.get(path, ()):
             item.add_marker(pytest.mark.tokenizer)
     if not any(item.get_closest_marker("tokenizer") for item in items):

@@ -21,7 +21,7 @@ the fence (invisible on the rendered page) changes that:
 
 Words can be combined (``continue processes 2 env ...``): the blocks continued run in
 this process first (e.g. to write the files a script reads), then the block runs as
-said. A page's blocks run in one pytest-xdist worker (``xdist_group``), so that a
+said. This module runs in one pytest-xdist worker (``--dist loadscope``), so that a
 continued block finds the namespace it continues.
 """
 
@@ -183,9 +183,7 @@ def run_block(block: Block, namespace: dict, workdir: Path) -> None:
 
 
 def _param(block: Block):
-    marks = [pytest.mark.xdist_group(f"docs:{block.page.relative_to(REPO)}")]
-    if any(b.tokenizer for b in chain(block)):
-        marks.append(pytest.mark.tokenizer)
+    marks = [pytest.mark.tokenizer] if any(b.tokenizer for b in chain(block)) else []
     return pytest.param(block, id=block.name, marks=marks)
 
 

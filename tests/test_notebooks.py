@@ -88,11 +88,7 @@ def _stream_text(nb) -> str:
     )
 
 
-@pytest.fixture(
-    scope="module",
-    # Each notebook runs once, in one pytest-xdist worker, for all the tests that read it.
-    params=[pytest.param(n, marks=pytest.mark.xdist_group(f"notebook:{n}")) for n in NOTEBOOKS],
-)
+@pytest.fixture(scope="module", params=sorted(NOTEBOOKS))
 def executed(request, tmp_path_factory):
     """``(Notebook, executed notebook, workdir)``; any failing cell fails the tests."""
     root = tmp_path_factory.mktemp(request.param)
