@@ -4,6 +4,9 @@
   ``parity.pinned.PINNED``, the outcomes the parity report checks (``pinned:`` rows).
 * ``<!-- parity-report: results/parity.json -->`` becomes that JSON report
   (``python -m parity --json docs/results/parity.json``) as a table.
+* ``<!-- benchmark-rows: SECTION... -->`` becomes the rows of those sections of the
+  generated ``results/benchmarks.md`` (``python benchmarks/run.py --write-docs``), with
+  their notes: a page quotes measured figures, it never retypes them.
 * The notebook's figure (``notebooks/figures/``) is served as ``figures/...`` without
   keeping a copy under ``docs/``.
 """
@@ -14,7 +17,7 @@ import importlib.util
 import json
 import math
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from mkdocs.structure.files import File, Files
 
@@ -23,6 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 PINNED_MARKER = "<!-- pinned-differences -->"
 FIGURES = REPO / "notebooks" / "figures"
 PARITY_MARKER = re.compile(r"<!-- parity-report: (?P<path>\S+) -->")
+BENCHMARK_MARKER = re.compile(r"<!-- benchmark-rows: (?P<sections>[^>]+?) -->")
+BENCHMARKS = "results/benchmarks.md"
 
 
 def pinned_table() -> str:
@@ -97,10 +102,44 @@ def parity_report(path: Path) -> str:
     return "\n".join(lines)
 
 
+def benchmark_rows(results: Path, sections: list[str], depth: int) -> str:
+    """The rows of ``sections`` in the generated benchmark table, their notes below them."""
+    text = results.read_text(encoding="utf-8")
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header, rows = table[0], table[1:]
+    picked = [row for row in rows if row.split(" | ")[1].strip() in sections]
+    if not picked:
+        raise ValueError(f"{results} has no rows of the sections {sections}")
+    numbers = {row.split(" | ")[0].strip("| ") for row in picked}
+    notes = [
+        line for line in text.splitlines() if (m := re.match(r"(\d+)\. ", line)) and m[1] in numbers
+    ]
+    generated = re.search(r"on (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", text)
+    link = "../" * depth + BENCHMARKS  # relative to the page, ``depth`` folders below docs/
+    when = f", generated on {generated[1]}" if generated else ""
+    return "\n".join(
+        [
+            f"From [the benchmark results]({link}){when} (their machine, load and method "
+            "are described there):",
+            "",
+            header,
+            "|---" * (header.count("|") - 1) + "|",
+            *picked,
+            "",
+            *(f"* **{note.split('. ', 1)[0]}.** {note.split('. ', 1)[1]}" for note in notes),
+        ]
+    )
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if PINNED_MARKER in markdown:
         markdown = markdown.replace(PINNED_MARKER, pinned_table())
     docs_dir = Path(config["docs_dir"])
+    depth = len(PurePosixPath(page.file.src_uri).parent.parts)
+    markdown = BENCHMARK_MARKER.sub(
+        lambda m: benchmark_rows(docs_dir / BENCHMARKS, m["sections"].split(), depth),
+        markdown,
+    )
     return PARITY_MARKER.sub(lambda m: parity_report(docs_dir / m["path"]), markdown)
 
 

@@ -174,7 +174,8 @@ def loader_rows(backend: str) -> list[CheckResult]:
                 backend,
                 flax_ids.astype(np.int64),
                 torch_ids,
-                note=f"{len(ours)} batches of (inputs, targets) vs the book's create_dataloader_v1",
+                note=f"{len(ours)} batch{'es' if len(ours) != 1 else ''} of (inputs, targets) "
+                "vs the book's create_dataloader_v1",
             )
         )
     return rows

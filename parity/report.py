@@ -12,7 +12,9 @@ import dataclasses
 import math
 import os
 import platform
+import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -143,8 +145,15 @@ def _format_float(x: float) -> str:
     return "0" if x == 0 else f"{x:.3g}"
 
 
-def format_table(report: Report) -> str:
-    """The report as a plain-text table with a header of versions and settings."""
+def format_table(report: Report, width: int | None = None) -> str:
+    """The report as a plain-text table with a header of versions and settings.
+
+    Args:
+      report: the report.
+      width: the line length to fit in (the terminal's columns); ``None``: no limit.
+        A table wider than ``width`` wraps its check names; if even that is too wide,
+        each row's values go on an indented line below its check name.
+    """
     env = report.environment
     lines = [
         "flax-embed parity report",
@@ -153,8 +162,8 @@ def format_table(report: Report) -> str:
         "  devices: " + ", ".join(f"{b}: {kind}" for b, kind in env["devices"].items()),
         f"  jax_default_matmul_precision={env['jax_default_matmul_precision']}, "
         f"jax_enable_x64={env['jax_enable_x64']}, text: {env['text']}",
-        "",
     ]
+    lines = [*_wrap(lines, width, indent="    "), ""]
     header = ("check", "backend", "dtype", "shape", "max |Δ|", "bit-identical", "tolerance", "pass")
     rows = []
     for r in report.results:
@@ -176,23 +185,65 @@ def format_table(report: Report) -> str:
                 "PASS" if r.passed else "FAIL",
             )
         )
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines.append(fmt.format(*header))
-    lines.append(fmt.format(*("-" * w for w in widths)))
-    lines.extend(fmt.format(*row) for row in rows)
+    lines.extend(_columns(header, rows, width))
     failed = [r for r in report.results if not r.passed]
     lines.append("")
     notes = [f"  {r.check}: {r.note}" for r in report.results if r.note]
     if notes:
         lines.append("notes:")
-        lines.extend(notes)
+        lines.extend(_wrap(notes, width, indent="      "))
         lines.append("")
     lines.append(
         f"{len(report.results) - len(failed)}/{len(report.results)} checks passed "
         f"in {report.seconds:.1f} s" + ("" if not failed else f"; FAILED: {len(failed)}")
     )
     return "\n".join(lines)
+
+
+MIN_CHECK_WIDTH = 24
+"""The narrowest the check column is wrapped to before rows go on two lines."""
+
+
+def _wrap(lines: Sequence[str], width: int | None, indent: str) -> list[str]:
+    """``lines`` wrapped to ``width`` (continuation lines start with ``indent``)."""
+    if width is None:
+        return list(lines)
+    wrapped = []
+    for line in lines:
+        # The first line keeps its own indentation; textwrap drops trailing spaces.
+        wrapped.extend(
+            textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
+        )
+    return wrapped
+
+
+def _columns(header: Sequence[str], rows: Sequence[Sequence[str]], width: int | None) -> list[str]:
+    """``rows`` under ``header`` in aligned columns, the first (the check) fitted to ``width``."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    rest = sum(widths[1:]) + 2 * (len(widths) - 1)
+    if width is None or widths[0] + rest <= width:
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return [
+            fmt.format(*header),
+            fmt.format(*("-" * w for w in widths)),
+            *(fmt.format(*row) for row in rows),
+        ]
+    fmt_rest = "  ".join(f"{{:<{w}}}" for w in widths[1:])
+    if width - rest >= MIN_CHECK_WIDTH:  # the check names wrap in their column
+        check_width = width - rest
+        fmt = f"{{:<{check_width}}}  {fmt_rest}"
+        out = [fmt.format(*header), fmt.format(*("-" * w for w in [check_width, *widths[1:]]))]
+        for row in rows:
+            first, *more = textwrap.wrap(row[0], check_width, break_on_hyphens=False) or [""]
+            out.append(fmt.format(first, *row[1:]))
+            out.extend(more)
+        return [line.rstrip() for line in out]
+    # Too narrow for one line per row: the check name, then its values indented below it.
+    out = [header[0], "  " + fmt_rest.format(*header[1:]), "-" * min(width, rest + 2)]
+    for row in rows:
+        out.extend(textwrap.wrap(row[0], width, subsequent_indent="    ", break_on_hyphens=False))
+        out.append("  " + fmt_rest.format(*row[1:]))
+    return [line.rstrip() for line in out]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         if backend not in present:
             raise ValueError(f"JAX backend {backend!r} is not present (present: {present})")
     report = run_report(args.backend or present)
-    print(format_table(report))
+    print(format_table(report, width=shutil.get_terminal_size().columns))
     if args.json:
         _write_json_atomic(Path(args.json), report.to_json())
         print(f"wrote {args.json}")

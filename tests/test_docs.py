@@ -16,9 +16,13 @@ the fence (invisible on the rendered page) changes that:
   ``jax.distributed`` run, each with ``COORDINATOR`` (a free local port),
   ``NUM_PROCESSES`` and ``PROCESS_ID`` set.
 
+* ``<!-- test: tokenizer -->``: the block needs GPT-2's BPE files (it tokenizes); without
+  them it is skipped up front (``conftest.py``), as is every block that continues it.
+
 Words can be combined (``continue processes 2 env ...``): the blocks continued run in
 this process first (e.g. to write the files a script reads), then the block runs as
-said. Blocks that need GPT-2's BPE files are skipped without them (``conftest.py``).
+said. This module runs in one pytest-xdist worker (``--dist loadscope``), so that a
+continued block finds the namespace it continues.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Block:
     subprocess: bool = False
     processes: int = 1
     env: tuple[tuple[str, str], ...] = ()
+    tokenizer: bool = False
 
     @property
     def name(self) -> str:
@@ -66,6 +71,8 @@ def parse_directive(words: str, where: str) -> dict:
         word = tokens.pop(0)
         if word == "continue":
             options["continues"] = True
+        elif word == "tokenizer":
+            options["tokenizer"] = True
         elif word == "subprocess":
             options["subprocess"] = True
         elif word == "processes" and tokens and tokens[0].isdigit():
@@ -175,7 +182,12 @@ def run_block(block: Block, namespace: dict, workdir: Path) -> None:
         exec(compile(block.source, str(block.page), "exec"), namespace)
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)
+def _param(block: Block):
+    marks = [pytest.mark.tokenizer] if any(b.tokenizer for b in chain(block)) else []
+    return pytest.param(block, id=block.name, marks=marks)
+
+
+@pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
 def test_block_runs(block, tmp_path_factory, monkeypatch):
     blocks = chain(block)
     last = _last_run.get(block.page)
@@ -196,3 +208,38 @@ def test_pages_have_python_blocks():
     """The collection works: the pages that teach the API have runnable examples."""
     pages = {b.page.name for b in BLOCKS}
     assert {"getting_started.md", "data.md", "modules.md"} <= pages, pages
+
+
+# A measured speed or size ratio ("4.0x faster", "1.10x memcpy", "0.75x the time").
+SPEED_FIGURE = re.compile(r"\b\d+(?:\.\d+)?x (?:faster|slower|memcpy|less|the time)")
+
+
+def test_speed_figures_come_only_from_the_generated_results():
+    """Pages quote docs/results/benchmarks.md (``<!-- benchmark-rows -->``), never retype it."""
+    typed = [
+        f"{page.relative_to(REPO)}:{n}: {line.strip()}"
+        for page in PAGES
+        if page.parent.name != "results"
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if SPEED_FIGURE.search(line)
+    ]
+    assert not typed, "\n".join(typed)
+
+
+def test_benchmark_rows_quote_the_generated_table():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_hooks", REPO / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    results = REPO / "docs" / hooks.BENCHMARKS
+    rows = [
+        line for line in results.read_text(encoding="utf-8").splitlines() if line.startswith("| ")
+    ]
+    expected = [row for row in rows if row.split(" | ")[1] == "positions"]
+    quoted = hooks.benchmark_rows(results, ["positions"], depth=0)
+    assert expected and all(row in quoted for row in expected)
+    assert not any(row in quoted for row in rows[1:] if row not in expected)
+    assert "](results/benchmarks.md)" in quoted
+    with pytest.raises(ValueError, match="no rows of the sections"):
+        hooks.benchmark_rows(results, ["no such section"], depth=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class Notebook:
     prints: tuple[str, ...]
     """Lines the executed notebook must print (its own claims, asserted here too)."""
     figures: tuple[str, ...]
+    """The figures it writes into ``folder``, beside the notebook."""
+    folder: str = "figures"
+    """``figures`` (tracked, shown in the docs) or ``output`` (ignored by git)."""
 
 
 NOTEBOOKS = {
@@ -61,6 +65,7 @@ NOTEBOOKS = {
                 "RoPE score ratio at distance 0: 1.0",
             ),
             figures=("similarity_by_distance.png", "rope_scaling_wavelengths.png"),
+            folder="output",
         ),
     ]
 }
@@ -86,8 +91,6 @@ def _stream_text(nb) -> str:
 @pytest.fixture(scope="module", params=sorted(NOTEBOOKS))
 def executed(request, tmp_path_factory):
     """``(Notebook, executed notebook, workdir)``; any failing cell fails the tests."""
-    from flax_embed import TokenizerUnavailableError, gpt2_tokenizer
-
     root = tmp_path_factory.mktemp(request.param)
     spec_dir = root / "jupyter" / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
@@ -103,10 +106,6 @@ def executed(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as env:
         if "TIKTOKEN_CACHE_DIR" not in os.environ and TIKTOKEN_CACHE.is_dir():
             env.setenv("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
-        try:
-            gpt2_tokenizer()
-        except TokenizerUnavailableError as e:
-            pytest.skip(f"GPT-2 BPE files unavailable offline: {e}")
         env.setenv("JUPYTER_PATH", str(root / "jupyter"))
         env.setenv("JUPYTER_RUNTIME_DIR", str(root / "runtime"))
         env.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -121,6 +120,7 @@ def executed(request, tmp_path_factory):
     return NOTEBOOKS[request.param], nb, workdir
 
 
+@pytest.mark.tokenizer  # the notebooks tokenize
 def test_every_cell_runs_without_error(executed):
     _, nb, _ = executed
     cells = _code_cells(nb)
@@ -130,18 +130,32 @@ def test_every_cell_runs_without_error(executed):
     assert errors == []
 
 
+@pytest.mark.tokenizer  # the notebooks tokenize
 def test_prints_its_claims(executed):
     notebook, nb, _ = executed
     text = _stream_text(nb)
     assert [line for line in notebook.prints if line not in text] == []
 
 
+@pytest.mark.tokenizer  # the notebooks tokenize
 def test_writes_its_figures(executed):
     notebook, _, workdir = executed
     for name in notebook.figures:
-        figure = workdir / "figures" / name
+        figure = workdir / notebook.folder / name
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    assert not list((workdir / "figures").glob(".*.tmp"))
+    assert not list((workdir / notebook.folder).glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS.values(), ids=lambda nb: nb.name)
+def test_its_figures_are_tracked_or_ignored_by_git(notebook):
+    """Running a notebook in notebooks/ leaves no untracked file for the docs build to copy."""
+    folder = REPO / "notebooks" / notebook.folder
+    for name in notebook.figures:
+        if notebook.folder == "figures":  # tracked, and shown in the docs
+            git = ["git", "ls-files", "--error-unmatch", str(folder / name)]
+        else:
+            git = ["git", "check-ignore", "-q", str(folder / name)]
+        assert subprocess.run(git, cwd=REPO, capture_output=True).returncode == 0, git
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))

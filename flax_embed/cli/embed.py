@@ -1,4 +1,4 @@
-"""``flax-embed embed [FILE]``: the seed notebook end to end on one text."""
+"""``flax-embed embed [FILE]``: the book's chapter-2 *Positional Embeddings* notebook end to end."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """Adds ``embed`` to the ``flax-embed`` subcommands."""
     embed = commands.add_parser(
         "embed",
-        help="tokenize a text, take the first batch and embed it (the seed notebook end to end)",
+        help="tokenize a text, take the first batch and embed it: the chapter-2 notebook "
+        "'Positional Embeddings' of Build a Large Language Model From Scratch, end to end",
         description="Tokenizes FILE (default: a bundled sample text), takes the first batch of the "
         "sliding-window loader, embeds it with the jit-compiled InputEmbedding and, when torch is "
         "installed, compares with the PyTorch version on the same weights.",
@@ -41,7 +42,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--context-length",
         type=size,
         default=None,
-        help="rows of the position table (default: --max-length, as in the seed)",
+        help="rows of the position table (default: --max-length, as in the book's notebook)",
     )
     embed.add_argument(
         "--seed",

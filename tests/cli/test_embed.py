@@ -22,6 +22,10 @@ def run(*argv, check=True):
 def test_console_script_help():
     out = run("--help").stdout
     assert "usage: flax-embed" in out and "embed" in out
+    # Says which notebook `embed` runs, in words a newcomer can look up.
+    words = " ".join(out.split())  # argparse wraps to the terminal's width
+    assert "'Positional Embeddings' of Build a Large Language Model" in words
+    assert "seed" not in words
 
 
 def test_module_entry_point_help():

@@ -6,6 +6,8 @@ Each case of the groups below is its own test (groups registered in
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("torch")
@@ -69,3 +71,10 @@ def test_check_passes(rows):
 
 def test_the_groups_are_registered():
     assert set(CHECK_GROUPS) >= _OWN_GROUPS
+
+
+@pytest.mark.tokenizer
+def test_the_loader_notes_count_batches_in_english():
+    notes = [row.note for row in forward.loader_rows(BACKEND)]
+    assert all(re.match(r"(1 batch|\d+ batches) of \(inputs, targets\)", n) for n in notes), notes
+    assert any(n.startswith("1 batch of") for n in notes)  # the book's defaults: one batch

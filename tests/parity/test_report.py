@@ -24,6 +24,18 @@ def raising_group(backend: str):
     raise RuntimeError("boom")
 
 
+LONG_NAME = "a check whose name is as long as the longest of the report's rows, sixty-six"
+
+
+def long_names_group(backend: str):
+    """Rows as wide as the report's widest (145 characters), with a long note."""
+    x = np.arange(1024 * 768, dtype=np.float32).reshape(1, 1024, 768)
+    return [
+        compare(f"{LONG_NAME} {i}", backend, x, x, note="why the tolerance is what it is " * 8)
+        for i in range(3)
+    ]
+
+
 @pytest.fixture
 def fast_groups(monkeypatch):
     """Runs the report with the (quick) pinned-behaviour group only."""
@@ -45,6 +57,31 @@ def test_table_has_the_header_and_a_row_per_check(fast_groups):
     assert "jax_default_matmul_precision=" in table and "jax_enable_x64=False" in table
     assert table.count("PASS") == len(result.results) == len(report.CHECK_GROUPS[0]("cpu"))
     assert result.passed
+
+
+@pytest.mark.parametrize("width", [None, 200, 120, 100, 80])
+def test_the_table_fits_in_width_and_keeps_every_word(width):
+    result = report.run_report(["cpu"], groups=[long_names_group])
+    table = report.format_table(result, width)
+    lines = table.splitlines()
+    if width is None:
+        assert max(map(len, lines)) > 140  # one line per row, however long
+    else:
+        assert max(map(len, lines)) <= width
+    words = " ".join(table.split())
+    for row in result.results:
+        assert " ".join(row.check.split()) in words
+        assert " ".join(f"{row.check}: {row.note}".split()) in words
+    assert words.count("PASS") == 3 and "checks passed" in table
+
+
+def test_the_cli_fits_the_table_to_the_terminal(monkeypatch, capsys):
+    monkeypatch.setattr(report, "CHECK_GROUPS", [long_names_group])
+    monkeypatch.setenv("COLUMNS", "80")  # what shutil.get_terminal_size reads first
+    assert cli.main(["parity", "--backend", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 80
+    assert out.count("PASS") == 3
 
 
 @pytest.mark.tokenizer  # the report tokenizes the sample; offline its rows fail (exit 1)
