@@ -221,6 +221,8 @@ def _hf_apply_no_grad(module, config, rotary, x_BHTD, pos, layer_type):
     ):
         res = module.apply_rotary_pos_emb_interleave(q, q, cos, sin)
         return res[0].transpose(1, 2).numpy(), True
+    if _one_tensor(module.apply_rotary_pos_emb):  # (x, cos, sin): Gemma 3n/4, DeepSeek V4
+        return module.apply_rotary_pos_emb(q, cos, sin).transpose(1, 2).numpy(), False
     d = cos.shape[-1]
     if d < q.shape[-1]:  # partial rotary that the caller splits (Phi, Persimmon, StableLM)
         try:
@@ -231,6 +233,12 @@ def _hf_apply_no_grad(module, config, rotary, x_BHTD, pos, layer_type):
     else:
         res = module.apply_rotary_pos_emb(q, q, cos, sin)
     return res[0].transpose(1, 2).numpy(), False
+
+
+def _one_tensor(apply) -> bool:
+    """Whether a family's ``apply_rotary_pos_emb`` rotates one tensor ``(x, cos, sin)``."""
+    names = list(inspect.signature(apply).parameters)
+    return names[:3] == ["x", "cos", "sin"]
 
 
 def _gptj_apply(module, config, x_BHTD, pos):
@@ -370,6 +378,8 @@ FAMILY_CASES = (
     "deepseek_v2",
     "deepseek_v3+yarn mscale",
     "gemma3_text",
+    "gemma4",
+    "lfm3",
     "phi3+longrope (128k)",
     "phi3+longrope partial (Phi-4-mini)",
     "llama4_text",

@@ -9,7 +9,8 @@ against its PyTorch original by the parity suite (``parity/positions.py``):
   GPT-NeoX) or the interleaved one (Meta's Llama, GPT-J), partial rotary
   dimensions, M-RoPE, and the scalings of ``transformers.modeling_rope_utils``
   (``ROPE_SCALINGS``: ``LinearScaling``, ``DynamicNTKScaling``, ``Llama3Scaling``,
-  ``YarnScaling``, ``LongRopeScaling``), read from a config by ``RoPE.from_hf_config``;
+  ``YarnScaling``, ``LongRopeScaling``, ``ProportionalScaling``), read from a config by
+  ``RoPE.from_hf_config``;
 * ``rope_permute``: the q/k weight permutation between the two layouts;
 * ``alibi_slopes`` / ``alibi_bias``: ALiBi's per-head linear biases.
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +52,7 @@ __all__ = [
     "LinearScaling",
     "Llama3Scaling",
     "LongRopeScaling",
+    "ProportionalScaling",
     "ROPE_SCALINGS",
     "RoPE",
     "RopeScaling",
@@ -227,6 +229,10 @@ class _Scaling:
         """The factor the family's attention multiplies its softmax scale by."""
         return 1.0
 
+    spans_head_dim: ClassVar[bool] = False
+    """Whether it rotates the whole head and reads ``partial_rotary_factor`` itself
+    (``ProportionalScaling``), instead of ``rotary_dim`` shrinking."""
+
     @classmethod
     def from_hf(cls, p: _HFParams) -> _Scaling:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -247,6 +253,38 @@ class LinearScaling(_Scaling):
     @classmethod
     def from_hf(cls, p: _HFParams) -> LinearScaling:
         return cls(p.need("factor"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProportionalScaling(_Scaling):
+    """Gemma 4's and LFM3's proportional RoPE (HF ``"proportional"``): the first
+    ``int(fraction·dim // 2)`` frequencies are ``base^(-2i/dim)`` over the whole head
+    (``dim``, not the rotated width, in the exponent), the rest are 0 (those pairs pass
+    through unrotated, as cos 0 = 1, sin 0 = 0), all divided by ``factor``. The pairs
+    are HF's half layout over the whole head: ``(i, i + dim/2)``. It reads
+    ``partial_rotary_factor`` itself, so ``rotary_dim`` stays the head dim."""
+
+    fraction: float = 1.0
+    factor: float = 1.0
+    spans_head_dim: ClassVar[bool] = True
+
+    def __post_init__(self):
+        _check_positive("factor", self.factor)
+        if not (isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction <= 1.0):
+            raise ValueError(f"partial_rotary_factor must be in [0, 1], got {self.fraction!r}")
+
+    def inv_freq_np(self, base: float, dim: int) -> np.ndarray:
+        """HF ``_compute_proportional_rope_parameters``, its float32 operations in order."""
+        angles = int(self.fraction * dim // 2)
+        exponent = np.arange(0, 2 * angles, 2, dtype=np.float32) / np.float32(dim)
+        rotated = _f32(np.float32(1.0) / _pow32(base, exponent))
+        inv = np.concatenate([rotated, np.zeros(dim // 2 - angles, np.float32)])
+        return _f32(inv / np.float32(self.factor))
+
+    @classmethod
+    def from_hf(cls, p: _HFParams) -> ProportionalScaling:
+        fraction = p.get("partial_rotary_factor", 1.0)
+        return cls(fraction, p.get("factor", 1.0))
 
 
 def _dynamic_inv_freq_host(base: float, dim: int, factor: float, original: int, seq_len):
@@ -559,6 +597,7 @@ ROPE_SCALINGS: dict[str, type[_Scaling]] = {
     "llama3": Llama3Scaling,
     "yarn": YarnScaling,
     "longrope": LongRopeScaling,
+    "proportional": ProportionalScaling,
 }
 """HF ``rope_type`` → the scaling class that reads it (``"default"``: no scaling)."""
 
@@ -568,6 +607,7 @@ RopeScaling = (
     | Llama3Scaling
     | YarnScaling
     | LongRopeScaling
+    | ProportionalScaling
     | GivenFrequencies
 )
 
@@ -580,6 +620,7 @@ _INTERLEAVED_FAMILIES = frozenset(
         "cohere2",
         "cohere2_moe",
         "deepseek_v2",
+        "deepseek_v4",  # on the trailing qk_rope_head_dim features of each head
         "ernie4_5",
         "ernie4_5_moe",
         "ernie4_5_vl_moe",
@@ -683,6 +724,27 @@ _MROPE_INTERLEAVED_FAMILIES = frozenset(
 )
 
 
+def _layer_overrides(cfg: dict, layer_type: str | None, family: str) -> dict:
+    """The config keys that the layers of ``layer_type`` override (HF ``per_layer_config``,
+    keyed by layer index; Gemma 4's config.json ``global_head_dim`` of its full layers)."""
+    if layer_type is None:
+        return {}
+    per_layer = cfg.get("per_layer_config")
+    types = cfg.get("layer_types")
+    if isinstance(per_layer, dict) and per_layer and isinstance(types, list):
+        by_index = {int(k): v for k, v in per_layer.items() if str(k).isdigit()}  # "05": {...}
+        overrides = [dict(by_index.get(i) or {}) for i, t in enumerate(types) if t == layer_type]
+        if any(o != overrides[0] for o in overrides):
+            raise ValueError(
+                f"per_layer_config gives the {layer_type!r} layers of {family} different "
+                "overrides; one RoPE cannot serve them all"
+            )
+        return overrides[0] if overrides else {}
+    if layer_type == "full_attention" and cfg.get("global_head_dim"):
+        return {"head_dim": cfg["global_head_dim"]}
+    return {}
+
+
 def _family(model_type: str) -> str:
     """The family of a model type: a multimodal model's ``*_text`` config is its family's."""
     return model_type.removesuffix("_text")
@@ -752,8 +814,8 @@ class RoPE:
       layout: ``"half"`` or ``"interleaved"``.
       rotary_dim: the rotated features (even, ``<= head_dim``); default ``head_dim``.
       scaling: ``None`` or one of ``ROPE_SCALINGS``' classes (``LinearScaling``,
-        ``DynamicNTKScaling``, ``Llama3Scaling``, ``YarnScaling``, ``LongRopeScaling``),
-        or ``GivenFrequencies`` (``from_inv_freq``).
+        ``DynamicNTKScaling``, ``Llama3Scaling``, ``YarnScaling``, ``LongRopeScaling``,
+        ``ProportionalScaling``), or ``GivenFrequencies`` (``from_inv_freq``).
       mrope_section: M-RoPE (Qwen2-VL family): how many of the ``rotary_dim // 2``
         frequencies read each of the (temporal, height, width) position rows; positions
         may then be ``(3, B, T)``.
@@ -1013,6 +1075,7 @@ class RoPE:
             model_type = cfg.get("model_type") or model_type
             family = f"model_type {model_type!r} (text_config)"
         params, where = cls._hf_params(cfg, family, layer_type)
+        cfg = {**cfg, **_layer_overrides(cfg, layer_type, family)}
         type_key = "rope_type" if "rope_type" in params or "type" not in params else "type"
         rope_type = params.get(type_key) or "default"
         if rope_type == "mrope":  # legacy Qwen2-VL: default frequencies, sections
@@ -1066,6 +1129,8 @@ class RoPE:
                     f"supported: default, {', '.join(ROPE_SCALINGS)}"
                 )
             scaling = scaling_cls.from_hf(_HFParams(params, cfg, where, family, rope_type))
+            if scaling_cls.spans_head_dim:
+                rotary_dim = None
         section = params.get("mrope_section") or cfg.get("mrope_section")
         if section is None:
             section = _MROPE_DEFAULT_SECTIONS.get(_family(model_type))

@@ -16,6 +16,7 @@ from flax_embed.positions import (
     DynamicNTKScaling,
     LinearScaling,
     Llama3Scaling,
+    ProportionalScaling,
     RoPE,
     YarnScaling,
     alibi_bias,
@@ -393,6 +394,14 @@ def test_from_hf_config_reads_deepseek_rope_interleave_and_qk_rope_head_dim():
     assert (rope.layout, rope.head_dim, rope.dim) == ("interleaved", 64, 64)
 
 
+def test_deepseek_v4_is_interleaved_on_its_rope_slice_per_rope_label():
+    config = _hf("deepseek_v4")
+    main = RoPE.from_hf_config(config, layer_type="main")
+    compress = RoPE.from_hf_config(config, layer_type="compress")
+    assert (main.layout, main.head_dim, main.base) == ("interleaved", 64, 1e4)
+    assert (compress.layout, compress.head_dim, compress.base) == ("interleaved", 64, 1.6e5)
+
+
 def test_from_hf_config_accepts_a_config_object():
     from transformers import LlamaConfig
 
@@ -469,6 +478,56 @@ def test_mrope_positions_pick_their_row_per_section():
     for row, cols in ((0, slice(0, 2)), (1, slice(2, 5)), (2, slice(5, 8))):
         want, _ = RoPE(16).cos_sin(pos[row])
         np.testing.assert_array_equal(cos[..., cols], want[..., cols])
+
+
+def test_proportional_rope_matches_hf_and_rotates_a_fraction_of_the_whole_head():
+    """Gemma 4 / LFM3 ``"proportional"``: frequencies over the whole head's exponent,
+    the last ones 0 (pass-through), the pairs ``(i, i + head_dim/2)``, all / factor."""
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    params = {"rope_type": "proportional", "rope_theta": 1e6, "partial_rotary_factor": 0.25,
+              "factor": 2.0}  # fmt: skip
+    config = LlamaConfig(hidden_size=256, num_attention_heads=2, rope_parameters=params)
+    hf, scale = ROPE_INIT_FUNCTIONS["proportional"](config)
+    rope = RoPE.from_hf_config(config)
+    assert (rope.head_dim, rope.dim, scale) == (128, 128, 1.0)
+    np.testing.assert_array_equal(rope.inv_freq_np(), hf.numpy())
+    assert not rope.inv_freq_np()[16:].any() and rope.inv_freq_np()[:16].all()
+    x = np.random.default_rng(0).standard_normal((1, 4, 2, 128), dtype=np.float32)
+    out = np.asarray(rope.apply(x, np.arange(4) + 100))
+    still = np.r_[16:64, 80:128]  # the unrotated pairs pass through bit for bit
+    np.testing.assert_array_equal(out[..., still], x[..., still])
+
+
+@pytest.mark.parametrize("model_type", ["gemma4", "lfm3"])
+def test_from_hf_config_reads_proportional_full_layers(model_type):
+    config = _hf(model_type)
+    full = RoPE.from_hf_config(config, layer_type="full_attention")
+    text = getattr(config, "text_config", config)
+    head_dim = 512 if model_type == "gemma4" else text.head_dim  # Gemma 4: global_head_dim
+    fraction = text.rope_parameters["full_attention"]["partial_rotary_factor"]
+    assert full.scaling == ProportionalScaling(fraction)
+    assert (full.head_dim, full.dim, full.base) == (head_dim, head_dim, 1e6)
+
+
+def test_gemma4_config_json_global_head_dim_is_the_full_layers_head_dim():
+    raw = {"model_type": "gemma4_text", "head_dim": 256, "global_head_dim": 512,
+           "hidden_size": 2304, "num_attention_heads": 8,
+           "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+                               "full_attention": {"rope_type": "proportional", "rope_theta": 1e6,
+                                                  "partial_rotary_factor": 0.25}}}  # fmt: skip
+    assert RoPE.from_hf_config(raw, layer_type="full_attention").head_dim == 512
+    assert RoPE.from_hf_config(raw, layer_type="sliding_attention").head_dim == 256
+
+
+def test_per_layer_config_overrides_that_differ_within_a_layer_type_are_refused():
+    raw = {"model_type": "gemma4_text", "head_dim": 256, "hidden_size": 2304,
+           "num_attention_heads": 8, "layer_types": ["full_attention", "full_attention"],
+           "per_layer_config": {"00": {"head_dim": 512}},
+           "rope_parameters": {"full_attention": {"rope_theta": 1e6}}}  # fmt: skip
+    with pytest.raises(ValueError, match=r"per_layer_config .*'full_attention' layers"):
+        RoPE.from_hf_config(raw, layer_type="full_attention")
 
 
 def test_from_inv_freq_equals_the_computed_rope():

@@ -22,6 +22,7 @@ QUICK = {
     "llama": "equal",
     "bloom": "refused",
     "nanochat": "refused",
+    "deepseek_v4": "equal",  # a one-tensor apply_rotary_pos_emb(x, cos, sin), trailing slice
 }
 
 
