@@ -83,6 +83,9 @@ VARIANTS = {
         "rope_parameters": {**_PHI3_128K, "partial_rotary_factor": 0.75,
             "short_factor": _PHI3_128K["short_factor"][:48],
             "long_factor": _PHI3_128K["long_factor"][:48]}}),
+    "glm4_moe (GLM-4.5)": ("glm4_moe", {"hidden_size": 5120, "num_attention_heads": 96,
+        "head_dim": 128, "max_position_embeddings": 131072, "rope_parameters": {
+        "rope_type": "default", "rope_theta": 1e6, "partial_rotary_factor": 0.5}}),
     "gemma3_text+linear full": ("gemma3_text", {"rope_parameters": {
         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
         "full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0}}}),

@@ -1131,6 +1131,21 @@ class RoPE:
             scaling = scaling_cls.from_hf(_HFParams(params, cfg, where, family, rope_type))
             if scaling_cls.spans_head_dim:
                 rotary_dim = None
+        if rotary_dim is not None and rotary_dim % 2:
+            # HF: arange(0, d, 2) / d gives (d + 1) // 2 frequencies with exponents over the
+            # odd d, and cat((freqs, freqs)) rotates d + 1 features (GLM-4-MoE's default
+            # config: int(42 · 0.5) = 21). The same frequencies, given, rotate d + 1 features.
+            kind = _Scaling() if scaling is None else scaling
+            if type(kind).inv_freq_at is not _Scaling.inv_freq_at:
+                raise ValueError(
+                    f"{where}: rotary width int(head_dim · partial_rotary_factor) = "
+                    f"{rotary_dim} is odd, which rope_type {rope_type!r} (length-dependent) "
+                    f"does not support ({family})"
+                )
+            scaling = GivenFrequencies(
+                tuple(kind.inv_freq_np(float(base), rotary_dim)), kind.mscale
+            )
+            rotary_dim += 1
         section = params.get("mrope_section") or cfg.get("mrope_section")
         if section is None:
             section = _MROPE_DEFAULT_SECTIONS.get(_family(model_type))

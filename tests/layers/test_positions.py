@@ -530,6 +530,32 @@ def test_per_layer_config_overrides_that_differ_within_a_layer_type_are_refused(
         RoPE.from_hf_config(raw, layer_type="full_attention")
 
 
+def test_an_odd_rotary_width_rotates_one_more_feature_like_hf():
+    """GLM-4-MoE's default config: int(42 · 0.5) = 21; HF's 11 frequencies have exponents
+    over 21 and rotate 22 features, pairs (i, i + 11)."""
+    from transformers.models.glm4_moe import modeling_glm4_moe as m
+
+    config = _hf("glm4_moe")
+    rope = RoPE.from_hf_config(config)
+    hf_rotary = m.Glm4MoeRotaryEmbedding(config)
+    assert (rope.head_dim, rope.dim) == (42, 22)
+    np.testing.assert_array_equal(rope.inv_freq_np(), hf_rotary.inv_freq.numpy())
+    x = np.random.default_rng(0).standard_normal((1, 2, 8, 42), dtype=np.float32)
+    pos = torch.arange(8)[None]
+    cos, sin = hf_rotary(torch.from_numpy(x), pos)
+    ref = m.apply_rotary_pos_emb(torch.from_numpy(x), torch.from_numpy(x), cos, sin)[0]
+    ours = rope.apply(x.transpose(0, 2, 1, 3), np.arange(8)).transpose(0, 2, 1, 3)
+    # parity.positions' bound (|x| + |r|)·(θ·2U + 6U), |x|, |r| < 4 (float32 normals), θ ≤ 7
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=0, atol=8 * (7 * 2 + 6) * U)
+
+
+def test_an_odd_rotary_width_with_a_length_dependent_scaling_is_refused():
+    config = _hf("glm4_moe", rope_parameters={"rope_type": "dynamic", "factor": 2.0,
+                                              "rope_theta": 1e4, "partial_rotary_factor": 0.5})  # fmt: skip
+    with pytest.raises(ValueError, match=r"= 21 is odd, .*'dynamic'.*'glm4_moe'"):
+        RoPE.from_hf_config(config)
+
+
 def test_from_inv_freq_equals_the_computed_rope():
     rope = RoPE(32, base=5e5)
     given = RoPE.from_inv_freq(rope.inv_freq_np())
