@@ -550,8 +550,9 @@ def test_an_odd_rotary_width_rotates_one_more_feature_like_hf():
 
 
 def test_an_odd_rotary_width_with_a_length_dependent_scaling_is_refused():
-    config = _hf("glm4_moe", rope_parameters={"rope_type": "dynamic", "factor": 2.0,
-                                              "rope_theta": 1e4, "partial_rotary_factor": 0.5})  # fmt: skip
+    params = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4,
+              "partial_rotary_factor": 0.5}  # fmt: skip
+    config = _hf("glm4_moe", rope_parameters=params)
     with pytest.raises(ValueError, match=r"= 21 is odd, .*'dynamic'.*'glm4_moe'"):
         RoPE.from_hf_config(config)
 
