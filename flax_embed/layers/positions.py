@@ -663,6 +663,18 @@ _MSCALE_SOFTMAX_FAMILIES = frozenset(
 _REFUSED_FAMILIES = {
     "nanochat": "rotates by -θ (its rotate_half returns (x2, -x1)); use RoPE.apply at -positions",
 }
+# Families whose "full_attention" layers apply no positional encoding (NoPE) when the
+# predicate of the config holds: from_hf_config(..., layer_type="full_attention") refuses.
+_NOPE_FULL_ATTENTION = {
+    "cohere2": lambda cfg: True,
+    "flint": lambda cfg: True,
+    # RoPE on full layers only where dense and prefix_dense_sliding_window_pattern == 1.
+    "cohere2_moe": lambda cfg: cfg.get("prefix_dense_sliding_window_pattern") != 1,
+    # "global NoPE for hybrid attention": full layers rotate only without sliding windows.
+    "exaone4": lambda cfg: cfg.get("sliding_window") is not None,
+    "exaone_moe": lambda cfg: cfg.get("sliding_window") is not None,
+    "kolibri1": lambda cfg: cfg.get("sliding_window") is not None,
+}
 # ALiBi families: refused by from_hf_config, pointed to alibi_slopes / alibi_bias.
 _ALIBI_FAMILIES = frozenset({"bloom", "mpt"})
 
@@ -1074,6 +1086,12 @@ class RoPE:
             cfg = text
             model_type = cfg.get("model_type") or model_type
             family = f"model_type {model_type!r} (text_config)"
+        nope = _NOPE_FULL_ATTENTION.get(_family(model_type))
+        if layer_type == "full_attention" and nope is not None and nope(cfg):
+            raise ValueError(
+                f"{family}: its 'full_attention' layers use no positional encoding (NoPE, "
+                "no RoPE): leave their q and k unrotated; RoPE is for its sliding_attention layers"
+            )
         params, where = cls._hf_params(cfg, family, layer_type)
         cfg = {**cfg, **_layer_overrides(cfg, layer_type, family)}
         type_key = "rope_type" if "rope_type" in params or "type" not in params else "type"

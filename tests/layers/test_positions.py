@@ -429,6 +429,20 @@ def test_gemma3_per_layer_types():
     assert RoPE.from_hf_config(config, layer_type="full_attention").base == 1e6
 
 
+@pytest.mark.parametrize("model_type", ["cohere2", "flint", "exaone4"])
+def test_full_attention_layers_without_rope_are_refused(model_type):
+    """Cohere 2 (and others) rotate only in sliding layers: the full ones use NoPE."""
+    config = _hf(model_type)
+    with pytest.raises(ValueError, match=r"'full_attention' layers use no positional encoding"):
+        RoPE.from_hf_config(config, layer_type="full_attention")
+    assert RoPE.from_hf_config(config, layer_type="sliding_attention").dim == 128
+
+
+def test_exaone4_full_layers_rotate_without_sliding_windows():
+    config = {**_hf("exaone4").to_dict(), "sliding_window": None}
+    assert RoPE.from_hf_config(config, layer_type="full_attention").dim == 128
+
+
 def test_gemma3_legacy_rope_local_base_freq():
     legacy = {"model_type": "gemma3_text", "head_dim": 256, "hidden_size": 1152,
               "num_attention_heads": 4, "rope_theta": 1e6, "rope_local_base_freq": 1e4,
