@@ -757,6 +757,41 @@ def _layer_overrides(cfg: dict, layer_type: str | None, family: str) -> dict:
     return {}
 
 
+_SUB_CONFIG_PREFERENCE = ("decoder_config", "decoder", "text_config", "thinker_config")
+
+
+def _no_attention_shape(cfg: dict, family: str) -> str:
+    """Why ``cfg`` gives no head dim: a nested config (named as such, with its sub-configs
+    and the one to pass), an encoder-decoder one with per-side shapes, or missing keys."""
+    subs = [
+        k
+        for k, v in cfg.items()
+        if isinstance(v, dict) and any(x in v for x in ("model_type", "hidden_size", "d_model"))
+    ]
+    enc_dec = bool(cfg.get("is_encoder_decoder")) or {"encoder", "decoder"} <= set(subs)
+    kind = "an encoder-decoder config" if enc_dec else "a composite config"
+    if subs:
+        pick = next((k for k in _SUB_CONFIG_PREFERENCE if k in subs), None)
+        hint = f", e.g. config[{pick!r}]" if pick else ""
+        return (
+            f"{family}: {kind} of sub-configs ({', '.join(subs)}) with no attention shape of "
+            f"its own: pass the sub-config whose attention uses RoPE{hint}"
+        )
+    sides = sorted(k for k in cfg if k.endswith("attention_heads") and cfg.get(k))
+    if sides:
+        side = next((k for k in sides if "decoder" in k), sides[0])
+        return (
+            f"{family}: {kind} with per-side attention shapes ({', '.join(sides)}) and no "
+            "num_attention_heads: pass the side that uses RoPE, e.g. {**config, "
+            f"'num_attention_heads': config[{side!r}]}}"
+        )
+    missing = [k for k in ("hidden_size", "num_attention_heads") if not cfg.get(k)]
+    return (
+        f"config needs head_dim, or hidden_size and num_attention_heads ({family}); "
+        f"missing: {', '.join(missing)}"
+    )
+
+
 def _family(model_type: str) -> str:
     """The family of a model type: a multimodal model's ``*_text`` config is its family's."""
     return model_type.removesuffix("_text")
@@ -1116,11 +1151,7 @@ class RoPE:
                 hidden = cfg.get("hidden_size", cfg.get("n_embd", cfg.get("d_model")))
                 heads = cfg.get("num_attention_heads", cfg.get("n_head", cfg.get("n_heads")))
                 if not hidden or not heads:
-                    raise ValueError(
-                        f"config needs head_dim, or hidden_size and num_attention_heads "
-                        f"({family}); for a nested config (encoder-decoder, speech, vision), "
-                        "pass the sub-config of the attention that uses RoPE"
-                    )
+                    raise ValueError(_no_attention_shape(cfg, family))
                 head_dim = hidden // heads
         if _family(model_type) in _REFUSED_FAMILIES:
             raise ValueError(f"{family} {_REFUSED_FAMILIES[_family(model_type)]}")

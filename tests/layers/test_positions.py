@@ -443,6 +443,25 @@ def test_exaone4_full_layers_rotate_without_sliding_windows():
     assert RoPE.from_hf_config(config, layer_type="full_attention").dim == 128
 
 
+@pytest.mark.parametrize(
+    ("model_type", "message"),
+    [("t5gemma", r"'t5gemma': an encoder-decoder config of sub-configs \(encoder, decoder\) "
+                 r".*pass the sub-config whose attention uses RoPE, e.g. config\['decoder'\]"),
+     ("qwen2_5_omni", r"'qwen2_5_omni': a composite config of sub-configs \(thinker_config, "
+                      r".*config\['thinker_config'\]"),
+     ("moonshine", r"'moonshine': an encoder-decoder config with per-side attention shapes "
+                   r"\(decoder_num_attention_heads, encoder_num_attention_heads\)")],
+)  # fmt: skip
+def test_a_nested_config_is_refused_naming_what_it_is_and_what_to_pass(model_type, message):
+    with pytest.raises(ValueError, match=message):
+        RoPE.from_hf_config(_hf(model_type))
+
+
+def test_a_config_without_an_attention_shape_names_the_missing_keys():
+    with pytest.raises(ValueError, match=r"'llama'\); missing: num_attention_heads"):
+        RoPE.from_hf_config({"model_type": "llama", "hidden_size": 64})
+
+
 def test_gemma3_legacy_rope_local_base_freq():
     legacy = {"model_type": "gemma3_text", "head_dim": 256, "hidden_size": 1152,
               "num_attention_heads": 4, "rope_theta": 1e6, "rope_local_base_freq": 1e4,
