@@ -86,6 +86,7 @@ VARIANTS = {
     "glm4_moe (GLM-4.5)": ("glm4_moe", {"hidden_size": 5120, "num_attention_heads": 96,
         "head_dim": 128, "max_position_embeddings": 131072, "rope_parameters": {
         "rope_type": "default", "rope_theta": 1e6, "partial_rotary_factor": 0.5}}),
+    "zamba2+use_mem_rope": ("zamba2", {"use_mem_rope": True}),
     "gemma3_text+linear full": ("gemma3_text", {"rope_parameters": {
         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
         "full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0}}}),
@@ -122,7 +123,8 @@ def model_types() -> list[str]:
     types = []
     for folder in sorted(found):
         # The folder's model types: the folder itself and its *_text sub-config if any.
-        types += [t for t in (folder,) if t in names] or [folder]
+        # (model types may spell the folder's "_" as "-": modernbert-decoder).
+        types += [t for t in (folder, folder.replace("_", "-")) if t in names][:1] or [folder]
     return types + [t for t in ALIBI if t not in types] + list(VARIANTS)
 
 

@@ -1121,6 +1121,11 @@ class RoPE:
             cfg = text
             model_type = cfg.get("model_type") or model_type
             family = f"model_type {model_type!r} (text_config)"
+        if cfg.get("use_mem_rope") is False:  # Zamba 2: RoPE only with use_mem_rope
+            raise ValueError(
+                f"{family}: use_mem_rope is false, so its attention applies no positional "
+                "encoding (no RoPE)"
+            )
         nope = _NOPE_FULL_ATTENTION.get(_family(model_type))
         if layer_type == "full_attention" and nope is not None and nope(cfg):
             raise ValueError(
@@ -1143,9 +1148,9 @@ class RoPE:
         if cfg.get("qk_rope_head_dim"):  # DeepSeek (MLA): RoPE on the qk_rope part only
             head_dim = cfg["qk_rope_head_dim"]
         else:
-            # JetMoe's kv_channels, Zamba 2's attention_head_dim are its head_dim.
+            # Zamba 2's attention_head_dim (its kv_channels is Mamba's), JetMoe's kv_channels.
             head_dim = (
-                cfg.get("head_dim") or cfg.get("kv_channels") or cfg.get("attention_head_dim")
+                cfg.get("head_dim") or cfg.get("attention_head_dim") or cfg.get("kv_channels")
             )
             if not head_dim:
                 hidden = cfg.get("hidden_size", cfg.get("n_embd", cfg.get("d_model")))

@@ -462,6 +462,12 @@ def test_a_config_without_an_attention_shape_names_the_missing_keys():
         RoPE.from_hf_config({"model_type": "llama", "hidden_size": 64})
 
 
+def test_zamba2_rotates_only_with_use_mem_rope_and_its_attention_head_dim():
+    with pytest.raises(ValueError, match=r"'zamba2': use_mem_rope is false, .*no RoPE"):
+        RoPE.from_hf_config(_hf("zamba2"))
+    assert RoPE.from_hf_config(_hf("zamba2", use_mem_rope=True)).head_dim == 160  # not 80
+
+
 def test_gemma3_legacy_rope_local_base_freq():
     legacy = {"model_type": "gemma3_text", "head_dim": 256, "hidden_size": 1152,
               "num_attention_heads": 4, "rope_theta": 1e6, "rope_local_base_freq": 1e4,
