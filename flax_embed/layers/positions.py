@@ -661,6 +661,9 @@ _MSCALE_SOFTMAX_FAMILIES = frozenset(
 )
 # Families whose own code is not a RoPE of this module: refused, with the reason.
 _REFUSED_FAMILIES = {
+    # Hybrid Mamba models whose attention layers apply no positional encoding at all.
+    "jamba": "applies no positional encoding in its attention (no RoPE; Mamba carries order)",
+    "nemotron_h": "applies no positional encoding in its attention (no RoPE; Mamba carries order)",
     "nanochat": "rotates by -θ (its rotate_half returns (x2, -x1)); use RoPE.apply at -positions",
 }
 # Families whose "full_attention" layers apply no positional encoding (NoPE) when the

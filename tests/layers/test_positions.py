@@ -468,6 +468,12 @@ def test_zamba2_rotates_only_with_use_mem_rope_and_its_attention_head_dim():
     assert RoPE.from_hf_config(_hf("zamba2", use_mem_rope=True)).head_dim == 160  # not 80
 
 
+@pytest.mark.parametrize("model_type", ["jamba", "nemotron_h"])
+def test_families_whose_attention_has_no_rope_are_refused(model_type):
+    with pytest.raises(ValueError, match=rf"'{model_type}' applies no positional encoding"):
+        RoPE.from_hf_config(_hf(model_type))
+
+
 def test_gemma3_legacy_rope_local_base_freq():
     legacy = {"model_type": "gemma3_text", "head_dim": 256, "hidden_size": 1152,
               "num_attention_heads": 4, "rope_theta": 1e6, "rope_local_base_freq": 1e4,
