@@ -664,6 +664,8 @@ _REFUSED_FAMILIES = {
     # Hybrid Mamba models whose attention layers apply no positional encoding at all.
     "jamba": "applies no positional encoding in its attention (no RoPE; Mamba carries order)",
     "nemotron_h": "applies no positional encoding in its attention (no RoPE; Mamba carries order)",
+    "ernie4_5_vl_moe": "has an M-RoPE of its own (h and w alternate over the first "
+    "mrope_section[0] + [1] frequencies, t on the last), which RoPE does not support",
     "nanochat": "rotates by -θ (its rotate_half returns (x2, -x1)); use RoPE.apply at -positions",
 }
 # Families whose "full_attention" layers apply no positional encoding (NoPE) when the
@@ -704,11 +706,13 @@ def _as_config_dict(config) -> dict:
 
 def _mrope_axes(section: tuple[int, ...], interleaved: bool, half: int) -> np.ndarray:
     """For each of the ``half`` frequencies, which of the (t, h, w) position rows it reads."""
-    if sum(section) != half:
-        raise ValueError(f"mrope_section {list(section)} must sum to rotary_dim // 2 = {half}")
     if not interleaved:  # Qwen2-VL / Qwen2.5-VL: contiguous chunks, chunk i reads row i % 3
+        if sum(section) != half:
+            raise ValueError(f"mrope_section {list(section)} must sum to rotary_dim // 2 = {half}")
         return np.concatenate([np.full(n, i % 3) for i, n in enumerate(section)]).astype(np.int32)
-    axes = np.zeros(half, np.int32)  # Qwen3-VL: t, then h at 1, 4, ..., w at 2, 5, ...
+    # Qwen3-VL: t, then h at 1, 4, ... < 3·section[1], w at 2, 5, ... < 3·section[2] (HF's
+    # slices, so the sections need not sum to half: the frequencies past them read t).
+    axes = np.zeros(half, np.int32)
     for row, offset in ((1, 1), (2, 2)):
         axes[offset : section[row] * 3 : 3] = row
     return axes
@@ -723,6 +727,20 @@ _MROPE_DEFAULT_SECTIONS = {
     "qwen3_vl_text": (24, 20, 20),
     "qwen3_vl_moe": (24, 20, 20),
     "qwen3_vl_moe_text": (24, 20, 20),
+    # The sections the other families' modeling code assumes when the config has none.
+    "cohere_compass": (24, 20, 20),
+    "glm4v": (8, 12, 12),
+    "glm4v_moe": (8, 12, 12),
+    "glm_image": (8, 12, 12),
+    "glm_ocr": (8, 12, 12),
+    "paddleocr_vl": (16, 24, 24),
+    "qwen2_5_omni": (16, 24, 24),
+    "qwen2_5_omni_thinker": (16, 24, 24),
+    "qwen3_5": (11, 11, 10),
+    "qwen3_5_moe": (11, 11, 10),
+    "qwen3_omni_moe": (24, 20, 20),
+    "qwen3_omni_moe_thinker": (24, 20, 20),
+    "qwen4_exp": (11, 11, 10),
 }
 _MROPE_INTERLEAVED_FAMILIES = frozenset(
     {
@@ -739,6 +757,27 @@ _MROPE_INTERLEAVED_FAMILIES = frozenset(
 )
 
 
+# The config keys from_hf_config reads (a per-layer override of any other key, such as a
+# sliding window, does not change the RoPE).
+_ROPE_CONFIG_KEYS = frozenset(
+    {
+        "attention_head_dim",
+        "head_dim",
+        "hidden_size",
+        "kv_channels",
+        "mrope_section",
+        "num_attention_heads",
+        "partial_rotary_factor",
+        "qk_rope_head_dim",
+        "rope_interleave",
+        "rope_parameters",
+        "rope_scaling",
+        "rope_theta",
+        "rotary_pct",
+    }
+)
+
+
 def _layer_overrides(cfg: dict, layer_type: str | None, family: str) -> dict:
     """The config keys that the layers of ``layer_type`` override (HF ``per_layer_config``,
     keyed by layer index; Gemma 4's config.json ``global_head_dim`` of its full layers)."""
@@ -748,7 +787,11 @@ def _layer_overrides(cfg: dict, layer_type: str | None, family: str) -> dict:
     types = cfg.get("layer_types")
     if isinstance(per_layer, dict) and per_layer and isinstance(types, list):
         by_index = {int(k): v for k, v in per_layer.items() if str(k).isdigit()}  # "05": {...}
-        overrides = [dict(by_index.get(i) or {}) for i, t in enumerate(types) if t == layer_type]
+        overrides = [
+            {k: v for k, v in (by_index.get(i) or {}).items() if k in _ROPE_CONFIG_KEYS}
+            for i, t in enumerate(types)
+            if t == layer_type
+        ]
         if any(o != overrides[0] for o in overrides):
             raise ValueError(
                 f"per_layer_config gives the {layer_type!r} layers of {family} different "
@@ -1135,8 +1178,8 @@ class RoPE:
                 f"{family}: its 'full_attention' layers use no positional encoding (NoPE, "
                 "no RoPE): leave their q and k unrotated; RoPE is for its sliding_attention layers"
             )
-        params, where = cls._hf_params(cfg, family, layer_type)
         cfg = {**cfg, **_layer_overrides(cfg, layer_type, family)}
+        params, where = cls._hf_params(cfg, family, layer_type)
         type_key = "rope_type" if "rope_type" in params or "type" not in params else "type"
         rope_type = params.get(type_key) or "default"
         if rope_type == "mrope":  # legacy Qwen2-VL: default frequencies, sections

@@ -602,6 +602,41 @@ def test_an_odd_rotary_width_with_a_length_dependent_scaling_is_refused():
         RoPE.from_hf_config(config)
 
 
+def test_per_layer_overrides_of_other_keys_do_not_matter():
+    raw = {"model_type": "neomme", "head_dim": 64, "hidden_size": 512,
+           "num_attention_heads": 8, "layer_types": ["sliding_attention", "sliding_attention"],
+           "per_layer_config": {"01": {"sliding_window": 1024}}}  # fmt: skip
+    assert RoPE.from_hf_config(raw, layer_type="sliding_attention") == RoPE(64)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "section", "interleaved"),
+    [("glm_ocr", (8, 12, 12), False), ("paddleocr_vl", (16, 24, 24), False),
+     ("qwen3_5", (11, 11, 10), True), ("qwen4_exp", (11, 11, 10), True)],
+)  # fmt: skip
+def test_mrope_sections_default_to_the_family_code(model_type, section, interleaved):
+    """Configs without mrope_section get the one the family's code assumes (the matrix
+    checks each on three distinct position rows)."""
+    rope = RoPE.from_hf_config(_hf(model_type))
+    assert (rope.mrope_section, rope.mrope_interleaved) == (section, interleaved)
+
+
+def test_interleaved_mrope_sections_need_not_cover_every_frequency():
+    """HF's interleaved M-RoPE assigns h and w by slices; the frequencies past them read t."""
+    rope = RoPE(64, mrope_section=(2, 2, 2), mrope_interleaved=True)  # 6 of 32 frequencies
+    pos = np.stack([np.arange(4), np.arange(4) * 10, np.arange(4) * 100])[:, None]
+    cos, _ = rope.cos_sin(pos)
+    want_t, _ = RoPE(64).cos_sin(pos[0])
+    np.testing.assert_array_equal(cos[..., 6:], want_t[..., 6:])
+    with pytest.raises(ValueError, match=r"must sum to rotary_dim // 2 = 32"):
+        RoPE(64, mrope_section=(2, 2, 2))
+
+
+def test_ernie_vl_mrope_is_refused():
+    with pytest.raises(ValueError, match=r"'ernie4_5_vl_moe_text'.*has an M-RoPE of its own"):
+        RoPE.from_hf_config(_hf("ernie4_5_vl_moe"))
+
+
 def test_from_inv_freq_equals_the_computed_rope():
     rope = RoPE(32, base=5e5)
     given = RoPE.from_inv_freq(rope.inv_freq_np())
