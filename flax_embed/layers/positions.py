@@ -1133,12 +1133,15 @@ class RoPE:
         ``"half"`` (parity/rope_matrix.py checks each family against its own code).
 
         Per-layer-type parameters (nested ``rope_parameters``, Gemma 3's legacy
-        ``rope_local_base_freq``) need ``layer_type`` (e.g. ``"full_attention"``).
+        ``rope_local_base_freq``) need ``layer_type`` (e.g. ``"full_attention"``), which
+        also selects that layer type's ``per_layer_config`` head dim (Gemma 4's
+        ``global_head_dim``).
 
         Raises:
           ValueError: naming the key and the family: an unsupported ``rope_type``, a
             missing key, a per-layer config without ``layer_type``, an ALiBi config
-            (use ``alibi_slopes`` / ``alibi_bias``).
+            (use ``alibi_slopes`` / ``alibi_bias``), layers that apply no RoPE (Cohere 2's
+            full-attention layers, Jamba), a nested config (naming the sub-config to pass).
         """
         cfg = _as_config_dict(config)
         model_type = cfg.get("model_type") or "unknown"
