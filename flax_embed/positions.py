@@ -9,7 +9,8 @@ against its PyTorch original by the parity suite (``parity/positions.py``):
   GPT-NeoX) or the interleaved one (Meta's Llama, GPT-J), partial rotary
   dimensions, M-RoPE, and the scalings of ``transformers.modeling_rope_utils``
   (``ROPE_SCALINGS``: ``LinearScaling``, ``DynamicNTKScaling``, ``Llama3Scaling``,
-  ``YarnScaling``, ``LongRopeScaling``), read from a config by ``RoPE.from_hf_config``;
+  ``YarnScaling``, ``LongRopeScaling``, ``ProportionalScaling``), read from a config by
+  ``RoPE.from_hf_config``;
 * ``rope_permute``: the q/k weight permutation between the two layouts;
 * ``alibi_slopes`` / ``alibi_bias``: ALiBi's per-head linear biases.
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +52,7 @@ __all__ = [
     "LinearScaling",
     "Llama3Scaling",
     "LongRopeScaling",
+    "ProportionalScaling",
     "ROPE_SCALINGS",
     "RoPE",
     "RopeScaling",
@@ -228,6 +230,10 @@ class _Scaling:
         """The factor the family's attention multiplies its softmax scale by."""
         return 1.0
 
+    spans_head_dim: ClassVar[bool] = False
+    """Whether it rotates the whole head and reads ``partial_rotary_factor`` itself
+    (``ProportionalScaling``), instead of ``rotary_dim`` shrinking."""
+
     @classmethod
     def from_hf(cls, p: _HFParams) -> _Scaling:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -248,6 +254,38 @@ class LinearScaling(_Scaling):
     @classmethod
     def from_hf(cls, p: _HFParams) -> LinearScaling:
         return cls(p.need("factor"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProportionalScaling(_Scaling):
+    """Gemma 4's and LFM3's proportional RoPE (HF ``"proportional"``): the first
+    ``int(fraction·dim // 2)`` frequencies are ``base^(-2i/dim)`` over the whole head
+    (``dim``, not the rotated width, in the exponent), the rest are 0 (those pairs pass
+    through unrotated, as cos 0 = 1, sin 0 = 0), all divided by ``factor``. The pairs
+    are HF's half layout over the whole head: ``(i, i + dim/2)``. It reads
+    ``partial_rotary_factor`` itself, so ``rotary_dim`` stays the head dim."""
+
+    fraction: float = 1.0
+    factor: float = 1.0
+    spans_head_dim: ClassVar[bool] = True
+
+    def __post_init__(self):
+        _check_positive("factor", self.factor)
+        if not (isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction <= 1.0):
+            raise ValueError(f"partial_rotary_factor must be in [0, 1], got {self.fraction!r}")
+
+    def inv_freq_np(self, base: float, dim: int) -> np.ndarray:
+        """HF ``_compute_proportional_rope_parameters``, its float32 operations in order."""
+        angles = int(self.fraction * dim // 2)
+        exponent = np.arange(0, 2 * angles, 2, dtype=np.float32) / np.float32(dim)
+        rotated = _f32(np.float32(1.0) / _pow32(base, exponent))
+        inv = np.concatenate([rotated, np.zeros(dim // 2 - angles, np.float32)])
+        return _f32(inv / np.float32(self.factor))
+
+    @classmethod
+    def from_hf(cls, p: _HFParams) -> ProportionalScaling:
+        fraction = p.get("partial_rotary_factor", 1.0)
+        return cls(fraction, p.get("factor", 1.0))
 
 
 def _dynamic_inv_freq_host(base: float, dim: int, factor: float, original: int, seq_len):
@@ -560,6 +598,7 @@ ROPE_SCALINGS: dict[str, type[_Scaling]] = {
     "llama3": Llama3Scaling,
     "yarn": YarnScaling,
     "longrope": LongRopeScaling,
+    "proportional": ProportionalScaling,
 }
 """HF ``rope_type`` → the scaling class that reads it (``"default"``: no scaling)."""
 
@@ -569,6 +608,7 @@ RopeScaling = (
     | Llama3Scaling
     | YarnScaling
     | LongRopeScaling
+    | ProportionalScaling
     | GivenFrequencies
 )
 
@@ -581,6 +621,7 @@ _INTERLEAVED_FAMILIES = frozenset(
         "cohere2",
         "cohere2_moe",
         "deepseek_v2",
+        "deepseek_v4",  # on the trailing qk_rope_head_dim features of each head
         "ernie4_5",
         "ernie4_5_moe",
         "ernie4_5_vl_moe",
@@ -621,7 +662,24 @@ _MSCALE_SOFTMAX_FAMILIES = frozenset(
 )
 # Families whose own code is not a RoPE of this module: refused, with the reason.
 _REFUSED_FAMILIES = {
+    # Hybrid Mamba models whose attention layers apply no positional encoding at all.
+    "jamba": "applies no positional encoding in its attention (no RoPE; Mamba carries order)",
+    "nemotron_h": "applies no positional encoding in its attention (no RoPE; Mamba carries order)",
+    "ernie4_5_vl_moe": "has an M-RoPE of its own (h and w alternate over the first "
+    "mrope_section[0] + [1] frequencies, t on the last), which RoPE does not support",
     "nanochat": "rotates by -θ (its rotate_half returns (x2, -x1)); use RoPE.apply at -positions",
+}
+# Families whose "full_attention" layers apply no positional encoding (NoPE) when the
+# predicate of the config holds: from_hf_config(..., layer_type="full_attention") refuses.
+_NOPE_FULL_ATTENTION = {
+    "cohere2": lambda cfg: True,
+    "flint": lambda cfg: True,
+    # RoPE on full layers only where dense and prefix_dense_sliding_window_pattern == 1.
+    "cohere2_moe": lambda cfg: cfg.get("prefix_dense_sliding_window_pattern") != 1,
+    # "global NoPE for hybrid attention": full layers rotate only without sliding windows.
+    "exaone4": lambda cfg: cfg.get("sliding_window") is not None,
+    "exaone_moe": lambda cfg: cfg.get("sliding_window") is not None,
+    "kolibri1": lambda cfg: cfg.get("sliding_window") is not None,
 }
 # ALiBi families: refused by from_hf_config, pointed to alibi_slopes / alibi_bias.
 _ALIBI_FAMILIES = frozenset({"bloom", "mpt"})
@@ -649,11 +707,13 @@ def _as_config_dict(config) -> dict:
 
 def _mrope_axes(section: tuple[int, ...], interleaved: bool, half: int) -> np.ndarray:
     """For each of the ``half`` frequencies, which of the (t, h, w) position rows it reads."""
-    if sum(section) != half:
-        raise ValueError(f"mrope_section {list(section)} must sum to rotary_dim // 2 = {half}")
     if not interleaved:  # Qwen2-VL / Qwen2.5-VL: contiguous chunks, chunk i reads row i % 3
+        if sum(section) != half:
+            raise ValueError(f"mrope_section {list(section)} must sum to rotary_dim // 2 = {half}")
         return np.concatenate([np.full(n, i % 3) for i, n in enumerate(section)]).astype(np.int32)
-    axes = np.zeros(half, np.int32)  # Qwen3-VL: t, then h at 1, 4, ..., w at 2, 5, ...
+    # Qwen3-VL: t, then h at 1, 4, ... < 3·section[1], w at 2, 5, ... < 3·section[2] (HF's
+    # slices, so the sections need not sum to half: the frequencies past them read t).
+    axes = np.zeros(half, np.int32)
     for row, offset in ((1, 1), (2, 2)):
         axes[offset : section[row] * 3 : 3] = row
     return axes
@@ -668,6 +728,20 @@ _MROPE_DEFAULT_SECTIONS = {
     "qwen3_vl_text": (24, 20, 20),
     "qwen3_vl_moe": (24, 20, 20),
     "qwen3_vl_moe_text": (24, 20, 20),
+    # The sections the other families' modeling code assumes when the config has none.
+    "cohere_compass": (24, 20, 20),
+    "glm4v": (8, 12, 12),
+    "glm4v_moe": (8, 12, 12),
+    "glm_image": (8, 12, 12),
+    "glm_ocr": (8, 12, 12),
+    "paddleocr_vl": (16, 24, 24),
+    "qwen2_5_omni": (16, 24, 24),
+    "qwen2_5_omni_thinker": (16, 24, 24),
+    "qwen3_5": (11, 11, 10),
+    "qwen3_5_moe": (11, 11, 10),
+    "qwen3_omni_moe": (24, 20, 20),
+    "qwen3_omni_moe_thinker": (24, 20, 20),
+    "qwen4_exp": (11, 11, 10),
 }
 _MROPE_INTERLEAVED_FAMILIES = frozenset(
     {
@@ -682,6 +756,87 @@ _MROPE_INTERLEAVED_FAMILIES = frozenset(
         "qwen4_exp",
     }
 )
+
+
+# The config keys from_hf_config reads (a per-layer override of any other key, such as a
+# sliding window, does not change the RoPE).
+_ROPE_CONFIG_KEYS = frozenset(
+    {
+        "attention_head_dim",
+        "head_dim",
+        "hidden_size",
+        "kv_channels",
+        "mrope_section",
+        "num_attention_heads",
+        "partial_rotary_factor",
+        "qk_rope_head_dim",
+        "rope_interleave",
+        "rope_parameters",
+        "rope_scaling",
+        "rope_theta",
+        "rotary_pct",
+    }
+)
+
+
+def _layer_overrides(cfg: dict, layer_type: str | None, family: str) -> dict:
+    """The config keys that the layers of ``layer_type`` override (HF ``per_layer_config``,
+    keyed by layer index; Gemma 4's config.json ``global_head_dim`` of its full layers)."""
+    if layer_type is None:
+        return {}
+    per_layer = cfg.get("per_layer_config")
+    types = cfg.get("layer_types")
+    if isinstance(per_layer, dict) and per_layer and isinstance(types, list):
+        by_index = {int(k): v for k, v in per_layer.items() if str(k).isdigit()}  # "05": {...}
+        overrides = [
+            {k: v for k, v in (by_index.get(i) or {}).items() if k in _ROPE_CONFIG_KEYS}
+            for i, t in enumerate(types)
+            if t == layer_type
+        ]
+        if any(o != overrides[0] for o in overrides):
+            raise ValueError(
+                f"per_layer_config gives the {layer_type!r} layers of {family} different "
+                "overrides; one RoPE cannot serve them all"
+            )
+        return overrides[0] if overrides else {}
+    if layer_type == "full_attention" and cfg.get("global_head_dim"):
+        return {"head_dim": cfg["global_head_dim"]}
+    return {}
+
+
+_SUB_CONFIG_PREFERENCE = ("decoder_config", "decoder", "text_config", "thinker_config")
+
+
+def _no_attention_shape(cfg: dict, family: str) -> str:
+    """Why ``cfg`` gives no head dim: a nested config (named as such, with its sub-configs
+    and the one to pass), an encoder-decoder one with per-side shapes, or missing keys."""
+    subs = [
+        k
+        for k, v in cfg.items()
+        if isinstance(v, dict) and any(x in v for x in ("model_type", "hidden_size", "d_model"))
+    ]
+    enc_dec = bool(cfg.get("is_encoder_decoder")) or {"encoder", "decoder"} <= set(subs)
+    kind = "an encoder-decoder config" if enc_dec else "a composite config"
+    if subs:
+        pick = next((k for k in _SUB_CONFIG_PREFERENCE if k in subs), None)
+        hint = f", e.g. config[{pick!r}]" if pick else ""
+        return (
+            f"{family}: {kind} of sub-configs ({', '.join(subs)}) with no attention shape of "
+            f"its own: pass the sub-config whose attention uses RoPE{hint}"
+        )
+    sides = sorted(k for k in cfg if k.endswith("attention_heads") and cfg.get(k))
+    if sides:
+        side = next((k for k in sides if "decoder" in k), sides[0])
+        return (
+            f"{family}: {kind} with per-side attention shapes ({', '.join(sides)}) and no "
+            "num_attention_heads: pass the side that uses RoPE, e.g. {**config, "
+            f"'num_attention_heads': config[{side!r}]}}"
+        )
+    missing = [k for k in ("hidden_size", "num_attention_heads") if not cfg.get(k)]
+    return (
+        f"config needs head_dim, or hidden_size and num_attention_heads ({family}); "
+        f"missing: {', '.join(missing)}"
+    )
 
 
 def _family(model_type: str) -> str:
@@ -753,8 +908,8 @@ class RoPE:
       layout: ``"half"`` or ``"interleaved"``.
       rotary_dim: the rotated features (even, ``<= head_dim``); default ``head_dim``.
       scaling: ``None`` or one of ``ROPE_SCALINGS``' classes (``LinearScaling``,
-        ``DynamicNTKScaling``, ``Llama3Scaling``, ``YarnScaling``, ``LongRopeScaling``),
-        or ``GivenFrequencies`` (``from_inv_freq``).
+        ``DynamicNTKScaling``, ``Llama3Scaling``, ``YarnScaling``, ``LongRopeScaling``,
+        ``ProportionalScaling``), or ``GivenFrequencies`` (``from_inv_freq``).
       mrope_section: M-RoPE (Qwen2-VL family): how many of the ``rotary_dim // 2``
         frequencies read each of the (temporal, height, width) position rows; positions
         may then be ``(3, B, T)``.
@@ -979,12 +1134,15 @@ class RoPE:
         ``"half"`` (parity/rope_matrix.py checks each family against its own code).
 
         Per-layer-type parameters (nested ``rope_parameters``, Gemma 3's legacy
-        ``rope_local_base_freq``) need ``layer_type`` (e.g. ``"full_attention"``).
+        ``rope_local_base_freq``) need ``layer_type`` (e.g. ``"full_attention"``), which
+        also selects that layer type's ``per_layer_config`` head dim (Gemma 4's
+        ``global_head_dim``).
 
         Raises:
           ValueError: naming the key and the family: an unsupported ``rope_type``, a
             missing key, a per-layer config without ``layer_type``, an ALiBi config
-            (use ``alibi_slopes`` / ``alibi_bias``).
+            (use ``alibi_slopes`` / ``alibi_bias``), layers that apply no RoPE (Cohere 2's
+            full-attention layers, Jamba), a nested config (naming the sub-config to pass).
         """
         cfg = _as_config_dict(config)
         model_type = cfg.get("model_type") or "unknown"
@@ -1013,6 +1171,18 @@ class RoPE:
             cfg = text
             model_type = cfg.get("model_type") or model_type
             family = f"model_type {model_type!r} (text_config)"
+        if cfg.get("use_mem_rope") is False:  # Zamba 2: RoPE only with use_mem_rope
+            raise ValueError(
+                f"{family}: use_mem_rope is false, so its attention applies no positional "
+                "encoding (no RoPE)"
+            )
+        nope = _NOPE_FULL_ATTENTION.get(_family(model_type))
+        if layer_type == "full_attention" and nope is not None and nope(cfg):
+            raise ValueError(
+                f"{family}: its 'full_attention' layers use no positional encoding (NoPE, "
+                "no RoPE): leave their q and k unrotated; RoPE is for its sliding_attention layers"
+            )
+        cfg = {**cfg, **_layer_overrides(cfg, layer_type, family)}
         params, where = cls._hf_params(cfg, family, layer_type)
         type_key = "rope_type" if "rope_type" in params or "type" not in params else "type"
         rope_type = params.get(type_key) or "default"
@@ -1028,19 +1198,15 @@ class RoPE:
         if cfg.get("qk_rope_head_dim"):  # DeepSeek (MLA): RoPE on the qk_rope part only
             head_dim = cfg["qk_rope_head_dim"]
         else:
-            # JetMoe's kv_channels, Zamba 2's attention_head_dim are its head_dim.
+            # Zamba 2's attention_head_dim (its kv_channels is Mamba's), JetMoe's kv_channels.
             head_dim = (
-                cfg.get("head_dim") or cfg.get("kv_channels") or cfg.get("attention_head_dim")
+                cfg.get("head_dim") or cfg.get("attention_head_dim") or cfg.get("kv_channels")
             )
             if not head_dim:
                 hidden = cfg.get("hidden_size", cfg.get("n_embd", cfg.get("d_model")))
                 heads = cfg.get("num_attention_heads", cfg.get("n_head", cfg.get("n_heads")))
                 if not hidden or not heads:
-                    raise ValueError(
-                        f"config needs head_dim, or hidden_size and num_attention_heads "
-                        f"({family}); for a nested config (encoder-decoder, speech, vision), "
-                        "pass the sub-config of the attention that uses RoPE"
-                    )
+                    raise ValueError(_no_attention_shape(cfg, family))
                 head_dim = hidden // heads
         if _family(model_type) in _REFUSED_FAMILIES:
             raise ValueError(f"{family} {_REFUSED_FAMILIES[_family(model_type)]}")
@@ -1067,6 +1233,23 @@ class RoPE:
                     f"supported: default, {', '.join(ROPE_SCALINGS)}"
                 )
             scaling = scaling_cls.from_hf(_HFParams(params, cfg, where, family, rope_type))
+            if scaling_cls.spans_head_dim:
+                rotary_dim = None
+        if rotary_dim is not None and rotary_dim % 2:
+            # HF: arange(0, d, 2) / d gives (d + 1) // 2 frequencies with exponents over the
+            # odd d, and cat((freqs, freqs)) rotates d + 1 features (GLM-4-MoE's default
+            # config: int(42 · 0.5) = 21). The same frequencies, given, rotate d + 1 features.
+            kind = _Scaling() if scaling is None else scaling
+            if type(kind).inv_freq_at is not _Scaling.inv_freq_at:
+                raise ValueError(
+                    f"{where}: rotary width int(head_dim · partial_rotary_factor) = "
+                    f"{rotary_dim} is odd, which rope_type {rope_type!r} (length-dependent) "
+                    f"does not support ({family})"
+                )
+            scaling = GivenFrequencies(
+                tuple(kind.inv_freq_np(float(base), rotary_dim)), kind.mscale
+            )
+            rotary_dim += 1
         section = params.get("mrope_section") or cfg.get("mrope_section")
         if section is None:
             section = _MROPE_DEFAULT_SECTIONS.get(_family(model_type))

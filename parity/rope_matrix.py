@@ -83,6 +83,10 @@ VARIANTS = {
         "rope_parameters": {**_PHI3_128K, "partial_rotary_factor": 0.75,
             "short_factor": _PHI3_128K["short_factor"][:48],
             "long_factor": _PHI3_128K["long_factor"][:48]}}),
+    "glm4_moe (GLM-4.5)": ("glm4_moe", {"hidden_size": 5120, "num_attention_heads": 96,
+        "head_dim": 128, "max_position_embeddings": 131072, "rope_parameters": {
+        "rope_type": "default", "rope_theta": 1e6, "partial_rotary_factor": 0.5}}),
+    "zamba2+use_mem_rope": ("zamba2", {"use_mem_rope": True}),
     "gemma3_text+linear full": ("gemma3_text", {"rope_parameters": {
         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
         "full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0}}}),
@@ -119,7 +123,8 @@ def model_types() -> list[str]:
     types = []
     for folder in sorted(found):
         # The folder's model types: the folder itself and its *_text sub-config if any.
-        types += [t for t in (folder,) if t in names] or [folder]
+        # (model types may spell the folder's "_" as "-": modernbert-decoder).
+        types += [t for t in (folder, folder.replace("_", "-")) if t in names][:1] or [folder]
     return types + [t for t in ALIBI if t not in types] + list(VARIANTS)
 
 
@@ -221,6 +226,8 @@ def _hf_apply_no_grad(module, config, rotary, x_BHTD, pos, layer_type):
     ):
         res = module.apply_rotary_pos_emb_interleave(q, q, cos, sin)
         return res[0].transpose(1, 2).numpy(), True
+    if _one_tensor(module.apply_rotary_pos_emb):  # (x, cos, sin): Gemma 3n/4, DeepSeek V4
+        return module.apply_rotary_pos_emb(q, cos, sin).transpose(1, 2).numpy(), False
     d = cos.shape[-1]
     if d < q.shape[-1]:  # partial rotary that the caller splits (Phi, Persimmon, StableLM)
         try:
@@ -231,6 +238,12 @@ def _hf_apply_no_grad(module, config, rotary, x_BHTD, pos, layer_type):
     else:
         res = module.apply_rotary_pos_emb(q, q, cos, sin)
     return res[0].transpose(1, 2).numpy(), False
+
+
+def _one_tensor(apply) -> bool:
+    """Whether a family's ``apply_rotary_pos_emb`` rotates one tensor ``(x, cos, sin)``."""
+    names = list(inspect.signature(apply).parameters)
+    return names[:3] == ["x", "cos", "sin"]
 
 
 def _gptj_apply(module, config, x_BHTD, pos):
@@ -370,6 +383,8 @@ FAMILY_CASES = (
     "deepseek_v2",
     "deepseek_v3+yarn mscale",
     "gemma3_text",
+    "gemma4",
+    "lfm3",
     "phi3+longrope (128k)",
     "phi3+longrope partial (Phi-4-mini)",
     "llama4_text",

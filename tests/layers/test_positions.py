@@ -16,6 +16,7 @@ from flax_embed.positions import (
     DynamicNTKScaling,
     LinearScaling,
     Llama3Scaling,
+    ProportionalScaling,
     RoPE,
     YarnScaling,
     alibi_bias,
@@ -404,6 +405,14 @@ def test_from_hf_config_reads_deepseek_rope_interleave_and_qk_rope_head_dim():
     assert (rope.layout, rope.head_dim, rope.dim) == ("interleaved", 64, 64)
 
 
+def test_deepseek_v4_is_interleaved_on_its_rope_slice_per_rope_label():
+    config = _hf("deepseek_v4")
+    main = RoPE.from_hf_config(config, layer_type="main")
+    compress = RoPE.from_hf_config(config, layer_type="compress")
+    assert (main.layout, main.head_dim, main.base) == ("interleaved", 64, 1e4)
+    assert (compress.layout, compress.head_dim, compress.base) == ("interleaved", 64, 1.6e5)
+
+
 def test_from_hf_config_accepts_a_config_object():
     from transformers import LlamaConfig
 
@@ -429,6 +438,51 @@ def test_gemma3_per_layer_types():
         RoPE.from_hf_config(config)
     assert RoPE.from_hf_config(config, layer_type="sliding_attention").base == 10000.0
     assert RoPE.from_hf_config(config, layer_type="full_attention").base == 1e6
+
+
+@pytest.mark.parametrize("model_type", ["cohere2", "flint", "exaone4"])
+def test_full_attention_layers_without_rope_are_refused(model_type):
+    """Cohere 2 (and others) rotate only in sliding layers: the full ones use NoPE."""
+    config = _hf(model_type)
+    with pytest.raises(ValueError, match=r"'full_attention' layers use no positional encoding"):
+        RoPE.from_hf_config(config, layer_type="full_attention")
+    assert RoPE.from_hf_config(config, layer_type="sliding_attention").dim == 128
+
+
+def test_exaone4_full_layers_rotate_without_sliding_windows():
+    config = {**_hf("exaone4").to_dict(), "sliding_window": None}
+    assert RoPE.from_hf_config(config, layer_type="full_attention").dim == 128
+
+
+@pytest.mark.parametrize(
+    ("model_type", "message"),
+    [("t5gemma", r"'t5gemma': an encoder-decoder config of sub-configs \(encoder, decoder\) "
+                 r".*pass the sub-config whose attention uses RoPE, e.g. config\['decoder'\]"),
+     ("qwen2_5_omni", r"'qwen2_5_omni': a composite config of sub-configs \(thinker_config, "
+                      r".*config\['thinker_config'\]"),
+     ("moonshine", r"'moonshine': an encoder-decoder config with per-side attention shapes "
+                   r"\(decoder_num_attention_heads, encoder_num_attention_heads\)")],
+)  # fmt: skip
+def test_a_nested_config_is_refused_naming_what_it_is_and_what_to_pass(model_type, message):
+    with pytest.raises(ValueError, match=message):
+        RoPE.from_hf_config(_hf(model_type))
+
+
+def test_a_config_without_an_attention_shape_names_the_missing_keys():
+    with pytest.raises(ValueError, match=r"'llama'\); missing: num_attention_heads"):
+        RoPE.from_hf_config({"model_type": "llama", "hidden_size": 64})
+
+
+def test_zamba2_rotates_only_with_use_mem_rope_and_its_attention_head_dim():
+    with pytest.raises(ValueError, match=r"'zamba2': use_mem_rope is false, .*no RoPE"):
+        RoPE.from_hf_config(_hf("zamba2"))
+    assert RoPE.from_hf_config(_hf("zamba2", use_mem_rope=True)).head_dim == 160  # not 80
+
+
+@pytest.mark.parametrize("model_type", ["jamba", "nemotron_h"])
+def test_families_whose_attention_has_no_rope_are_refused(model_type):
+    with pytest.raises(ValueError, match=rf"'{model_type}' applies no positional encoding"):
+        RoPE.from_hf_config(_hf(model_type))
 
 
 def test_gemma3_legacy_rope_local_base_freq():
@@ -480,6 +534,118 @@ def test_mrope_positions_pick_their_row_per_section():
     for row, cols in ((0, slice(0, 2)), (1, slice(2, 5)), (2, slice(5, 8))):
         want, _ = RoPE(16).cos_sin(pos[row])
         np.testing.assert_array_equal(cos[..., cols], want[..., cols])
+
+
+def test_proportional_rope_matches_hf_and_rotates_a_fraction_of_the_whole_head():
+    """Gemma 4 / LFM3 ``"proportional"``: frequencies over the whole head's exponent,
+    the last ones 0 (pass-through), the pairs ``(i, i + head_dim/2)``, all / factor."""
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    params = {"rope_type": "proportional", "rope_theta": 1e6, "partial_rotary_factor": 0.25,
+              "factor": 2.0}  # fmt: skip
+    config = LlamaConfig(hidden_size=256, num_attention_heads=2, rope_parameters=params)
+    hf, scale = ROPE_INIT_FUNCTIONS["proportional"](config)
+    rope = RoPE.from_hf_config(config)
+    assert (rope.head_dim, rope.dim, scale) == (128, 128, 1.0)
+    np.testing.assert_array_equal(rope.inv_freq_np(), hf.numpy())
+    assert not rope.inv_freq_np()[16:].any() and rope.inv_freq_np()[:16].all()
+    x = np.random.default_rng(0).standard_normal((1, 4, 2, 128), dtype=np.float32)
+    out = np.asarray(rope.apply(x, np.arange(4) + 100))
+    still = np.r_[16:64, 80:128]  # the unrotated pairs pass through bit for bit
+    np.testing.assert_array_equal(out[..., still], x[..., still])
+
+
+@pytest.mark.parametrize("model_type", ["gemma4", "lfm3"])
+def test_from_hf_config_reads_proportional_full_layers(model_type):
+    config = _hf(model_type)
+    full = RoPE.from_hf_config(config, layer_type="full_attention")
+    text = getattr(config, "text_config", config)
+    head_dim = 512 if model_type == "gemma4" else text.head_dim  # Gemma 4: global_head_dim
+    fraction = text.rope_parameters["full_attention"]["partial_rotary_factor"]
+    assert full.scaling == ProportionalScaling(fraction)
+    assert (full.head_dim, full.dim, full.base) == (head_dim, head_dim, 1e6)
+
+
+def test_gemma4_config_json_global_head_dim_is_the_full_layers_head_dim():
+    raw = {"model_type": "gemma4_text", "head_dim": 256, "global_head_dim": 512,
+           "hidden_size": 2304, "num_attention_heads": 8,
+           "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+                               "full_attention": {"rope_type": "proportional", "rope_theta": 1e6,
+                                                  "partial_rotary_factor": 0.25}}}  # fmt: skip
+    assert RoPE.from_hf_config(raw, layer_type="full_attention").head_dim == 512
+    assert RoPE.from_hf_config(raw, layer_type="sliding_attention").head_dim == 256
+
+
+def test_per_layer_config_overrides_that_differ_within_a_layer_type_are_refused():
+    raw = {"model_type": "gemma4_text", "head_dim": 256, "hidden_size": 2304,
+           "num_attention_heads": 8, "layer_types": ["full_attention", "full_attention"],
+           "per_layer_config": {"00": {"head_dim": 512}},
+           "rope_parameters": {"full_attention": {"rope_theta": 1e6}}}  # fmt: skip
+    with pytest.raises(ValueError, match=r"per_layer_config .*'full_attention' layers"):
+        RoPE.from_hf_config(raw, layer_type="full_attention")
+
+
+def test_an_odd_rotary_width_rotates_one_more_feature_like_hf():
+    """GLM-4-MoE's default config: int(42 · 0.5) = 21; HF's 11 frequencies have exponents
+    over 21 and rotate 22 features, pairs (i, i + 11)."""
+    from transformers.models.glm4_moe import modeling_glm4_moe as m
+
+    config = _hf("glm4_moe")
+    rope = RoPE.from_hf_config(config)
+    hf_rotary = m.Glm4MoeRotaryEmbedding(config)
+    assert (rope.head_dim, rope.dim) == (42, 22)
+    np.testing.assert_array_equal(rope.inv_freq_np(), hf_rotary.inv_freq.numpy())
+    x = np.random.default_rng(0).standard_normal((1, 2, 8, 42), dtype=np.float32)
+    pos = torch.arange(8)[None]
+    cos, sin = hf_rotary(torch.from_numpy(x), pos)
+    ref = m.apply_rotary_pos_emb(torch.from_numpy(x), torch.from_numpy(x), cos, sin)[0]
+    ours = rope.apply(x.transpose(0, 2, 1, 3), np.arange(8)).transpose(0, 2, 1, 3)
+    # parity.positions' bound (|x| + |r|)·(θ·2U + 6U), |x|, |r| < 4 (float32 normals), θ ≤ 7
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=0, atol=8 * (7 * 2 + 6) * U)
+
+
+def test_an_odd_rotary_width_with_a_length_dependent_scaling_is_refused():
+    params = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4,
+              "partial_rotary_factor": 0.5}  # fmt: skip
+    config = _hf("glm4_moe", rope_parameters=params)
+    with pytest.raises(ValueError, match=r"= 21 is odd, .*'dynamic'.*'glm4_moe'"):
+        RoPE.from_hf_config(config)
+
+
+def test_per_layer_overrides_of_other_keys_do_not_matter():
+    raw = {"model_type": "neomme", "head_dim": 64, "hidden_size": 512,
+           "num_attention_heads": 8, "layer_types": ["sliding_attention", "sliding_attention"],
+           "per_layer_config": {"01": {"sliding_window": 1024}}}  # fmt: skip
+    assert RoPE.from_hf_config(raw, layer_type="sliding_attention") == RoPE(64)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "section", "interleaved"),
+    [("glm_ocr", (8, 12, 12), False), ("paddleocr_vl", (16, 24, 24), False),
+     ("qwen3_5", (11, 11, 10), True), ("qwen4_exp", (11, 11, 10), True)],
+)  # fmt: skip
+def test_mrope_sections_default_to_the_family_code(model_type, section, interleaved):
+    """Configs without mrope_section get the one the family's code assumes (the matrix
+    checks each on three distinct position rows)."""
+    rope = RoPE.from_hf_config(_hf(model_type))
+    assert (rope.mrope_section, rope.mrope_interleaved) == (section, interleaved)
+
+
+def test_interleaved_mrope_sections_need_not_cover_every_frequency():
+    """HF's interleaved M-RoPE assigns h and w by slices; the frequencies past them read t."""
+    rope = RoPE(64, mrope_section=(2, 2, 2), mrope_interleaved=True)  # 6 of 32 frequencies
+    pos = np.stack([np.arange(4), np.arange(4) * 10, np.arange(4) * 100])[:, None]
+    cos, _ = rope.cos_sin(pos)
+    want_t, _ = RoPE(64).cos_sin(pos[0])
+    np.testing.assert_array_equal(cos[..., 6:], want_t[..., 6:])
+    with pytest.raises(ValueError, match=r"must sum to rotary_dim // 2 = 32"):
+        RoPE(64, mrope_section=(2, 2, 2))
+
+
+def test_ernie_vl_mrope_is_refused():
+    with pytest.raises(ValueError, match=r"'ernie4_5_vl_moe_text'.*has an M-RoPE of its own"):
+        RoPE.from_hf_config(_hf("ernie4_5_vl_moe"))
 
 
 def test_from_inv_freq_equals_the_computed_rope():
