@@ -45,6 +45,7 @@ def sections(quick: bool) -> list[tuple[str, str, list[str], dict[str, str]]]:
         ("prefetch", "prefetch_overlap.py", q, {}),
         ("positions", "positions.py", q, SIDE_BY_SIDE_ENV),
         ("packing", "packing.py", q, {}),
+        ("tokenize-e2e", "tokenize_e2e.py", q, {}),
     ]
     if not quick and (REPO / "benchmarks" / "token_file_rss.py").is_file():
         plan.append(("token-file-rss", "token_file_rss.py", [], {}))
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", metavar="SECTION",
         help="run only this section (repeatable): loader, forward, forward-tuned, tokenizer, "
-        "corpora, pipeline, prefetch, positions, packing, token-file-rss",
+        "corpora, pipeline, prefetch, positions, packing, tokenize-e2e, token-file-rss",
     )  # fmt: skip
     parser.add_argument(
         "--write-docs", metavar="PAGE",

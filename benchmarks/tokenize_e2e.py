@@ -126,7 +126,8 @@ def train_tokenizer_json(path: Path) -> Path:
 
 def run_process(argv: list[str]) -> tuple[float, float, int]:
     """``(wall s, CPU s, peak RSS bytes)`` of one process (``wait4``'s own accounting)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "true"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "true",
+           "HF_DATASETS_OFFLINE": "1"}  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)

@@ -23,7 +23,6 @@ import tiktoken
 
 __all__ = [
     "BPE_DIR_ENV",
-    "CL100K_PATTERN",
     "ENCODINGS",
     "ENDOFTEXT",
     "ENDOFTEXT_ID",
@@ -213,13 +212,13 @@ GPT2_IDENTITY = {
     "vocab_size": GPT2_VOCAB_SIZE, "separator": ENDOFTEXT, "separator_id": ENDOFTEXT_ID,
 }  # fmt: skip
 """``load_tokenizer("gpt2").identity``: what a manifest without a ``"tokenizer"`` field means."""
-CL100K_PATTERN = (
+_CL100K_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
 """cl100k_base's pre-tokenizer pattern: a ``.tiktoken`` file's default (Llama 3's is the same)."""
 _PATTERNS = {"gpt2": _GPT2_PATTERN, "r50k_base": _GPT2_PATTERN, "p50k_base": _GPT2_PATTERN,
-             "cl100k_base": CL100K_PATTERN}  # fmt: skip
+             "cl100k_base": _CL100K_PATTERN}  # fmt: skip
 EOS_TOKENS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
 """The added tokens a ``tokenizer.json``'s separator is derived from, the first one present."""
 MAX_VOCAB = 2**32
@@ -378,7 +377,7 @@ def _load_tiktoken_file(path: Path, data: bytes, separator: str | None,
     if sep.encode() in ranks:
         raise TokenizerError(f"{path}: separator {sep!r} is an ordinary token of this "
                              "vocabulary; pass --separator with a token it lacks")  # fmt: skip
-    pat = _PATTERNS.get(pattern or "cl100k_base", pattern or CL100K_PATTERN)
+    pat = _PATTERNS.get(pattern or "cl100k_base", pattern or _CL100K_PATTERN)
     try:
         enc = tiktoken.Encoding(name=path.name, pat_str=pat, mergeable_ranks=ranks,
                                 special_tokens={sep: len(ranks)})  # fmt: skip

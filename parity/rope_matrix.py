@@ -478,18 +478,24 @@ def table(rows: list[Row]) -> str:
         f"`RoPE.from_hf_config` against each family's own rotary code, transformers "
         f"{transformers.__version__}, {len(rows)} model types: "
         + ", ".join(f"**{n} {s}**" for s, n in counts.items())
-        + ". Max ratio: the largest `|Δ| / bound` (≤ 1 is equal).",
+        + ". Max |Δ|: the largest entry error, and in brackets its ratio to the derived bound "
+        "(≤ 1 is equal).",
         "",
-        "| model type | layout | rotary dim | scaling | status | max ratio | max abs Δ | note |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model type | layout | rotary dim | scaling | status | max \\|Δ\\| (ratio) | note |",
+        "|---|---|---|---|---|---|---|",
     ]
+    notes = []  # below the table, so that it fits the page
     for r in rows:
-        note = r.note.replace("|", "\\|").replace("\n", " ")
-        note = note.replace("[", "\\[").replace("]", "\\]")  # not Markdown links
-        ratio = f"{r.max_ratio:.3g}" if r.status in ("equal", "DIFFERENT") else ""
-        diff = f"{r.max_abs:.2g}" if r.status in ("equal", "DIFFERENT") else ""
-        cells = (r.model_type, r.layout, r.rotary_dim, r.scaling, r.status, ratio, diff, note)
+        note = r.note.replace("\n", " ").replace("[", "\\[").replace("]", "\\]")
+        if note:
+            n = len(notes) + 1
+            notes.append(f'{n}. <a id="note-{n}"></a>**{r.model_type}**: {note}')
+        ratio = f"{r.max_abs:.2g} ({r.max_ratio:.2f})" if r.status in ("equal", "DIFFERENT") else ""
+        ref = f"[{len(notes)}](#note-{len(notes)})" if note else ""
+        cells = (r.model_type, r.layout, r.rotary_dim, r.scaling, r.status, ratio, ref)
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Notes", ""]
+    lines += notes
     return "\n".join(lines) + "\n"
 
 
