@@ -286,13 +286,14 @@ def test_a_tokenizer_that_starts_the_text_apart_runs_as_one_unit(metaspace_first
 def test_gpt2_from_tiktokens_cache_is_tiktokens_gpt2():
     """The fast read of tiktoken's cached files gives tiktoken's own GPT-2, rank for rank."""
     import tiktoken
+    from tiktoken_ext.openai_public import gpt2  # tiktoken's own constructor of "gpt2"
 
     from flax_embed.tokenizer import _encoding_from_tiktoken_cache
 
     fast = _encoding_from_tiktoken_cache()
     if fast is None:
         pytest.skip("GPT-2's files are not in tiktoken's cache (TIKTOKEN_CACHE_DIR)")
-    slow = tiktoken.Encoding(**tiktoken.registry.ENCODING_CONSTRUCTORS["gpt2"]())
+    slow = tiktoken.Encoding(**gpt2())
     assert fast._mergeable_ranks == slow._mergeable_ranks
     assert (fast.name, fast._pat_str, fast._special_tokens, fast.n_vocab) == (
         slow.name, slow._pat_str, slow._special_tokens, slow.n_vocab)  # fmt: skip
