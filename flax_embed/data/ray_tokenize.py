@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from flax_embed.data.corpus import CorpusError
 from flax_embed.data.shards import ShardJob, UnitJob, run_shard, run_unit
@@ -43,6 +44,7 @@ from flax_embed.tokenizer import TokenizerError, TokenizerUnavailableError
 
 __all__ = ["CONNECT_TIMEOUT", "RayConnectError", "RayRunner", "check_address"]
 
+_Job = TypeVar("_Job", UnitJob, ShardJob)
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a cluster's port to accept a connection."""
 _ADDRESS = re.compile(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})")
@@ -96,8 +98,7 @@ class RayRunner:
       max_retries: retries of a task whose worker dies or that raises ``OSError``.
     """
 
-    progress_unit = "task"
-    workers = 1
+    workers: int = 1
     """Threads per task: Ray runs one task per CPU."""
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
@@ -125,14 +126,15 @@ class RayRunner:
         self._unit = ray.remote(**self.task_options)(_unit_task)
         self._shard = ray.remote(**self.task_options)(_shard_task)
 
-    def _run(self, remote, jobs: Sequence[tuple[int, object]], bar) -> Iterator[tuple[int, dict]]:
+    def _run(self, remote, jobs: Sequence[tuple[int, _Job]],
+             done: Callable[[_Job], object]) -> Iterator[tuple[int, dict]]:  # fmt: skip
         ray = self._ray
-        refs = {remote.remote(job): i for i, job in jobs}
+        refs = {remote.remote(job): (i, job) for i, job in jobs}
         pending = list(refs)
         try:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
+                finished, pending = ray.wait(pending, num_returns=1)
+                for ref in finished:
                     try:
                         result = ray.get(ref)
                     except ray.exceptions.RayTaskError as e:
@@ -141,16 +143,23 @@ class RayRunner:
                                               TokenizerUnavailableError)):  # fmt: skip
                             raise cause from None
                         raise
-                    yield refs[ref], result
+                    i, job = refs[ref]
+                    done(job)
+                    yield i, result
         finally:
             for ref in pending:
                 ray.cancel(ref)
 
-    def run_units(self, jobs: Sequence[tuple[int, UnitJob]], bar) -> Iterator[tuple[int, dict]]:
-        return self._run(self._unit, jobs, bar)
+    def run_units(
+        self, jobs: Sequence[tuple[int, UnitJob]], progress: Callable[[int], object]
+    ) -> Iterator[tuple[int, dict]]:
+        """Runs ``jobs`` as tasks; reports a unit's input bytes to ``progress`` when it ends."""
+        return self._run(self._unit, jobs,
+                         lambda job: progress(sum(s.nbytes for s in job.segments)))  # fmt: skip
 
-    def run_shards(self, jobs: Sequence[tuple[int, ShardJob]], bar) -> Iterator[tuple[int, dict]]:
-        return self._run(self._shard, jobs, bar)
+    def run_shards(self, jobs: Sequence[tuple[int, ShardJob]]) -> Iterator[tuple[int, dict]]:
+        """Runs ``jobs`` as tasks."""
+        return self._run(self._shard, jobs, lambda job: None)
 
     def close(self) -> None:
         """Shuts down the Ray instance this runner started (not one it joined)."""

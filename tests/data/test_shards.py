@@ -205,15 +205,15 @@ class CountingRunner(LocalRunner):
         super().__init__(workers=1)
         self.units, self.shards, self.stop_after = [], [], stop_after
 
-    def run_units(self, jobs, bar):
-        for i, result in super().run_units(jobs, bar):
+    def run_units(self, jobs, progress):
+        for i, result in super().run_units(jobs, progress):
             if self.stop_after is not None and len(self.units) == self.stop_after:
                 raise KeyboardInterrupt
             self.units.append(i)
             yield i, result
 
-    def run_shards(self, jobs, bar):
-        for k, result in super().run_shards(jobs, bar):
+    def run_shards(self, jobs):
+        for k, result in super().run_shards(jobs):
             self.shards.append(k)
             yield k, result
 
