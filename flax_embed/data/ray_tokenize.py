@@ -33,8 +33,11 @@ Ray started in this process is shut down.
 
 from __future__ import annotations
 
+import logging
 import re
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -109,17 +112,25 @@ class RayRunner:
         if not ray.is_initialized():
             if address:
                 check_address(address)
+            handlers = _signal_handlers()
             try:
+                # Ray's start-up notes (token authentication, "Started a local Ray instance")
+                # are not the command's: only errors reach stderr.
                 if address:
-                    ray.init(address=address, log_to_driver=False)
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
                 else:
-                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.ERROR)  # fmt: skip
             except Exception as e:  # ConnectionError, RuntimeError, ValueError, ...
-                if ray.is_initialized():
-                    ray.shutdown()
+                _shutdown(ray)
                 where = address or "a local Ray instance"
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise RayConnectError(f"{where}: cannot start or join Ray ({reason})") from None
+            except BaseException:  # interrupted while starting: stop what was started
+                _shutdown(ray)
+                raise
+            finally:
+                _restore_signal_handlers(handlers)
             self._owned = True
         self.task_options = {"num_cpus": 1, "max_retries": max_retries,
                              "retry_exceptions": [OSError]}  # fmt: skip
@@ -162,7 +173,49 @@ class RayRunner:
         return self._run(self._shard, jobs, lambda job: None)
 
     def close(self) -> None:
-        """Shuts down the Ray instance this runner started (not one it joined)."""
-        if self._owned and self._ray.is_initialized():
-            self._ray.shutdown()
-        self._owned = False
+        """Shuts down the Ray instance this runner started (not one it joined).
+
+        Waits until the processes it started (GCS, raylet and their workers and agents) have
+        exited, with SIGINT and SIGTERM held back meanwhile: a second Ctrl-C cannot leave
+        them running; it is delivered once they are gone.
+        """
+        if self._owned:
+            self._owned = False
+            _shutdown(self._ray)
+
+
+def _signal_handlers() -> dict[int, object] | None:
+    """This process's SIGINT and SIGTERM handlers (None outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[int, object] | None) -> None:
+    """Puts back the handlers that ``ray.init`` replaced.
+
+    ``ray.init`` makes SIGTERM ``sys.exit(15)`` (no cleanup, exit code 15, past the CLI's
+    ``Terminated``), and Ray's C++ core installs its failure handler, which prints a stack
+    dump ("*** SIGTERM received ***"): the command's own handling comes first.
+    """
+    for sig, handler in (handlers or {}).items():
+        if handler is not None:
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _shutdown(ray) -> None:
+    """``ray.shutdown`` that waits for the processes it stops, with interrupts held back.
+
+    A SIGINT or SIGTERM that arrives meanwhile is recorded, and raised again once the
+    processes are gone (in the main thread; elsewhere signals are not ours to handle).
+    """
+    handlers = {sig: h for sig, h in (_signal_handlers() or {}).items() if h is not None}
+    held: list[int] = []
+    for sig in handlers:
+        signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        ray.shutdown(wait_for_processes=True)
+    finally:
+        _restore_signal_handlers(handlers)
+        if held:
+            signal.raise_signal(held[0])

@@ -296,6 +296,11 @@ class LocalRunner:
         pass
 
 
+def _local_runner(workers: int | None) -> Runner:
+    """The default runner (typed as a ``Runner``: pyright checks that it is one)."""
+    return LocalRunner(workers)
+
+
 # --- the manifest -------------------------------------------------------------------------
 
 
@@ -646,7 +651,7 @@ def tokenize_corpus(
     """
     shard_tokens = check_positive_int("shard_tokens", shard_tokens)
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer or "gpt2")
-    runner = LocalRunner(workers) if runner is None else runner
+    runner = _local_runner(workers) if runner is None else runner
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder (shards go to a folder)")
@@ -709,7 +714,7 @@ def tokenize_file(
     if target.suffix not in (".npy", ".bin"):
         raise OutputError(f"{target}: the output must end in .npy or .bin (or be a folder, DIR/)")
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer or "gpt2")
-    runner = LocalRunner(workers) if runner is None else runner
+    runner = _local_runner(workers) if runner is None else runner
     plan, units = _plan(inputs, [target, sidecar_path(target)], shard_tokens=None, field=field,
                         eot=eot, segment_bytes=segment_bytes, verify_inputs=False,
                         tok=tok)  # fmt: skip
