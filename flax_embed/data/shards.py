@@ -32,6 +32,11 @@ records a job id and each input's identity (path, bytes, ``mtime_ns``, and with
 ``verify_inputs=True`` its sha256): a rerun over a finished folder returns it only if
 the inputs and options are the same and every shard still verifies, else it redoes the job.
 
+A single token file (``tokenize_file``, ``flax-embed tokenize ... -o tokens.bin``) is the
+same job with one shard, the file itself: one unit is written straight into it, several
+are staged in a temporary folder of ours beside it (no ``.work``, no lock, no resume).
+Who runs units and shards is a ``Runner`` (``LocalRunner``, ``ray_tokenize.RayRunner``).
+
 So the shards depend only on the ids and ``N``, never on who ran which unit: a Ray
 run and a local run give the same bytes, shard for shard. Every file is written
 atomically (``TokenFileWriter``, ``atomic_open``); ``.work`` records each finished
