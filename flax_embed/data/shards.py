@@ -703,8 +703,13 @@ def tokenize_file(
     Args:
       inputs: files, folders or globs (see ``corpus.expand_inputs``); ``out`` is skipped.
       out: the token file, ``*.npy`` or ``*.bin``.
-      field, eot, workers, runner, segment_bytes, progress, tokenizer: as in
-        ``tokenize_corpus``.
+      field: as in ``tokenize_corpus``.
+      eot: as in ``tokenize_corpus``.
+      workers: as in ``tokenize_corpus``.
+      runner: as in ``tokenize_corpus``.
+      segment_bytes: as in ``tokenize_corpus``.
+      progress: as in ``tokenize_corpus``.
+      tokenizer: as in ``tokenize_corpus``.
 
     Returns:
       What a manifest of the file would hold (not written): the options, ``"inputs"``,
