@@ -10,7 +10,8 @@ and the inputs with their sizes.
 How a job runs (the same steps on one machine and on Ray, ``ray_tokenize.py``):
 
 1. **Plan.** The inputs are cut into document-aligned ``Segment``\\ s (``plan_segments``);
-   each segment is a *unit* (with ``eot=False`` all of them form one unit, since
+   consecutive segments of at least ``segment_bytes`` together form a *unit* (each
+   segment of a big input is one; with ``eot=False`` all of them form one unit, since
    documents joined by nothing cannot be tokenized apart).
 2. **Tokenize units.** Each unit's ids, ``encode("<|endoftext|>".join(its documents))``,
    go to ``OUT/.work/part-XXXXX.bin``. Units are independent: tiktoken splits at
@@ -758,7 +759,7 @@ def _plan(
     identities = [input_identity(p, sha256=verify_inputs) for p in paths]
     segments = plan_segments(paths, target_bytes=segment_bytes)
     split = eot and tok.independent_documents
-    units = [(s,) for s in segments] if split else [tuple(segments)]
+    units = _units(segments, segment_bytes) if split else [tuple(segments)]
     vocab = tok.n_vocab
     meta = {
         "format": MANIFEST_FORMAT,
@@ -779,6 +780,26 @@ def _plan(
     job = json.dumps([meta, identities], sort_keys=True).encode()
     plan["job"] = hashlib.sha256(job).hexdigest()[:16]
     return plan, units
+
+
+def _units(segments: Sequence[Segment], segment_bytes: int) -> list[tuple[Segment, ...]]:
+    """Consecutive segments grouped into units of at least ``segment_bytes`` (the last: less).
+
+    A big input's segments are a unit each; small files share one, so that a folder of
+    many small documents is not a unit (a part file, a Ray task) per file.
+    """
+    units: list[tuple[Segment, ...]] = []
+    current: list[Segment] = []
+    size = 0
+    for seg in segments:
+        current.append(seg)
+        size += seg.nbytes
+        if size >= segment_bytes:
+            units.append(tuple(current))
+            current, size = [], 0
+    if current:
+        units.append(tuple(current))
+    return units
 
 
 def _show(progress: bool | int, plan: dict) -> bool:

@@ -320,9 +320,11 @@ def test_a_single_file_holds_the_shards_ids(tmp_path, inputs, name, eot, segment
     assert sorted(p.name for p in target.parent.iterdir()) == expected  # no staging left
 
 
-@pytest.mark.parametrize("units", [1, 3])
-def test_one_unit_is_written_in_place_several_are_staged_beside(tmp_path, units, monkeypatch):
-    texts = [f"document {i} of {units}" for i in range(units)]
+@pytest.mark.parametrize("segment_bytes", [1 << 20, 1])
+def test_one_unit_is_written_in_place_several_are_staged_beside(tmp_path, segment_bytes,
+                                                               monkeypatch):  # fmt: skip
+    # Three small files: one unit together, unless a unit must hold 1 byte or more.
+    texts = [f"document {i}" for i in range(3)]
     paths = []
     for i, text in enumerate(texts):
         (tmp_path / f"{i}.txt").write_text(text)
@@ -337,11 +339,11 @@ def test_one_unit_is_written_in_place_several_are_staged_beside(tmp_path, units,
         return real(job, progress)
 
     monkeypatch.setattr(shards_module, "run_unit", spy)
-    tokenize_file(paths, target)
-    if units == 1:
+    tokenize_file(paths, target, segment_bytes=segment_bytes)
+    if segment_bytes > 1:
         assert written == [str(target)]  # no copy: the unit is the file
     else:
-        assert len(written) == units  # parts in a temporary folder of ours beside the file
+        assert len(written) == 3  # parts in a temporary folder of ours beside the file
         folders = {Path(p).parent for p in written}
         assert len(folders) == 1 and folders.pop().name.startswith(".t.bin.flax-embed-")
     np.testing.assert_array_equal(read_token_file(target), encode(ENDOFTEXT.join(texts)))
