@@ -350,6 +350,20 @@ def test_one_unit_is_written_in_place_several_are_staged_beside(tmp_path, segmen
     assert sorted(p.name for p in target.parent.iterdir()) == ["t.bin", "t.bin.json"]
 
 
+@pytest.mark.parametrize("name", ["t.bin", "t.npy"])
+@pytest.mark.parametrize("spec", ["gpt2", "bpe_tokenizer_json"])
+def test_staged_and_in_place_files_are_the_same_bytes(tmp_path, inputs, name, spec, request):
+    paths, _ = inputs
+    tokenizer = spec if spec == "gpt2" else request.getfixturevalue(spec)
+    files = []
+    for segment_bytes in (64, 1 << 30):  # many units, copied; one unit, written in place
+        target = tmp_path / str(segment_bytes) / name
+        target.parent.mkdir()
+        tokenize_file(paths, target, segment_bytes=segment_bytes, tokenizer=tokenizer)
+        files.append({p.name: p.read_bytes() for p in target.parent.iterdir()})
+    assert files[0] == files[1]
+
+
 @pytest.mark.parametrize("error", [KeyboardInterrupt, CorpusError])
 def test_a_failed_single_file_job_leaves_the_old_file_and_no_staging(tmp_path, inputs, error):
     paths, _ = inputs
