@@ -8,9 +8,10 @@ its ids need to fit in memory, and the ids equal ``encode("<|endoftext|>".join(d
 the documents joined by its separator, ``tokenizer.load_tokenizer``); a text file is one
 document, read as ``cli._common.read_text`` reads it (UTF-8, universal newlines).
 
-``-o TOKENS.npy`` / ``-o TOKENS.bin`` writes one token file; ``-o DIR/`` (or
-``--shard-tokens N``) writes shards and a manifest (``data.shards``), locally or on
-Ray with ``--ray`` (``data.ray_tokenize``).
+Both outputs are one job (``data.shards``): ``-o TOKENS.npy`` / ``-o TOKENS.bin`` writes
+it as one token file (``tokenize_file``); ``-o DIR/`` (or ``--shard-tokens N``) as shards
+and a manifest (``tokenize_corpus``), locally or on Ray with ``--ray``
+(``data.ray_tokenize``).
 """
 
 from __future__ import annotations
