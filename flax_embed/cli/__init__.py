@@ -46,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_sigterm: list[int] = []
+"""Not empty once SIGTERM has arrived during the run (see ``main``)."""
+
+
 def _terminate(signum: int, frame: object) -> None:
+    _sigterm.append(signum)
     raise Terminated
 
 
@@ -73,6 +78,7 @@ def _interrupts_raise():
     if threading.current_thread() is not threading.main_thread():
         yield  # signals can only be handled in the main thread: leave them alone
         return
+    _sigterm.clear()
     previous = signal.signal(signal.SIGTERM, _terminate)
     previous_hook, sys.unraisablehook = sys.unraisablehook, _redeliver
     try:
@@ -109,10 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 1
-    except Terminated:
-        print(f"{prefix}: terminated (SIGTERM); no output was left half-written", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        # Terminated, or what a library made of it: Ray's waits turn any exception raised
+        # by a signal handler into a plain KeyboardInterrupt.
+        if isinstance(e, Terminated) or _sigterm:
+            print(f"{prefix}: terminated (SIGTERM); no output was left half-written",
+                  file=sys.stderr)  # fmt: skip
+            return 128 + signal.SIGTERM
         print(f"{prefix}: interrupted (SIGINT); no output was left half-written", file=sys.stderr)
         return 128 + signal.SIGINT
     except OSError as e:

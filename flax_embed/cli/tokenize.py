@@ -8,22 +8,28 @@ its ids need to fit in memory, and the ids equal ``encode("<|endoftext|>".join(d
 the documents joined by its separator, ``tokenizer.load_tokenizer``); a text file is one
 document, read as ``cli._common.read_text`` reads it (UTF-8, universal newlines).
 
-``-o TOKENS.npy`` / ``-o TOKENS.bin`` writes one token file; ``-o DIR/`` (or
-``--shard-tokens N``) writes shards and a manifest (``data.shards``), locally or on
-Ray with ``--ray`` (``data.ray_tokenize``).
+Both outputs are one job (``data.shards``): ``-o TOKENS.npy`` / ``-o TOKENS.bin`` writes
+it as one token file (``tokenize_file``); ``-o DIR/`` (or ``--shard-tokens N``) as shards
+and a manifest (``tokenize_corpus``), locally or on Ray with ``--ray``
+(``data.ray_tokenize``).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from flax_embed.cli._common import CLIError, int_option, write_error
-from flax_embed.data import corpus
 from flax_embed.data.corpus import DEFAULT_FIELD, CorpusError
-from flax_embed.data.parallel_tokenize import default_workers, iter_encode_parallel
-from flax_embed.data.token_files import TokenFileError, TokenFileWriter, sidecar_path
+from flax_embed.data.parallel_tokenize import default_workers
+from flax_embed.data.shards import (
+    DEFAULT_SHARD_TOKENS,
+    OutputError,
+    Runner,
+    tokenize_corpus,
+    tokenize_file,
+)
+from flax_embed.data.token_files import TokenFileError
 from flax_embed.tokenizer import TokenizerError, TokenizerUnavailableError, load_tokenizer
 
 __all__ = ["MAX_WORKERS", "PROGRESS_MIN_BYTES", "add_parser", "run"]
@@ -111,86 +117,55 @@ def _is_folder_output(args: argparse.Namespace) -> bool:
             or Path(args.out).is_dir())  # fmt: skip
 
 
-def _run_single(args: argparse.Namespace, out: Path, workers: int, tok) -> int:
-    from tqdm import tqdm
+def _runner(args: argparse.Namespace) -> Runner | None:
+    """A ``RayRunner`` for ``--ray``/``--ray-address``; None: the job's local runner."""
+    if not (args.ray or args.ray_address):
+        return None
+    from flax_embed.data.ray_tokenize import RayConnectError, RayRunner
 
-    if out.suffix not in (".npy", ".bin"):
-        raise CLIError(f"{out}: the output must end in .npy or .bin (or be a folder, DIR/)")
-    if args.ray or args.ray_address:
+    try:
+        return RayRunner(address=args.ray_address)
+    except (ImportError, RayConnectError) as e:
+        raise CLIError(str(e)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``flax-embed tokenize``: one job, with one shard (``-o FILE``) or many (``-o DIR/``)."""
+    workers = args.workers or default_workers()
+    out = Path(args.out)
+    folder = _is_folder_output(args)
+    if not folder and (args.ray or args.ray_address):
         raise CLIError("--ray writes shards: give a folder, -o DIR/ (and --shard-tokens N)")
-    paths = corpus.expand_inputs(args.corpus, exclude=[out, sidecar_path(out)])
-    total = sum(corpus.input_size(p) for p in paths)
-    segments = corpus.plan_segments(paths, target_bytes=max(total, 1) * 2)  # whole files
-    progress = tqdm(total=total, unit="B", unit_scale=True, desc="tokenize", file=sys.stderr,
-                    disable=total < PROGRESS_MIN_BYTES)  # fmt: skip
-    try:
-        # Made inside the `with`: an interrupt right after it is made still removes it.
-        with (
-            progress,
-            TokenFileWriter(out, vocab_size=tok.n_vocab, tokenizer=tok.recorded_identity) as writer,
-        ):
-            pieces = corpus.corpus_pieces(segments, args.field, eot=args.eot,
-                                          progress=progress.update,
-                                          separator=tok.separator)  # fmt: skip
-            for ids_N in iter_encode_parallel(pieces, workers=workers, tokenizer=tok):
-                writer.write(ids_N)
-    except OSError as e:
-        raise write_error(out, e) from None
-    files = f"{len(paths)} file{'s' if len(paths) > 1 else ''}"
-    print(f"wrote {out}: {writer.count} tokens ({writer.dtype.name}) from {files}")
-    return 0
-
-
-def _run_sharded(args: argparse.Namespace, out: Path, workers: int, tok) -> int:
-    from flax_embed.data.shards import (
-        DEFAULT_SHARD_TOKENS,
-        OutputError,
-        output_paths,
-        tokenize_corpus,
-    )
-
-    shard_tokens = DEFAULT_SHARD_TOKENS if args.shard_tokens is None else args.shard_tokens
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"{out}: exists and is not a folder (shards go to a folder)")
-    if (args.ray or args.ray_address) and not args.eot:
+    if folder and (args.ray or args.ray_address) and not args.eot:
         raise CLIError("--ray needs document boundaries to split the work: drop --no-eot")
-    paths = corpus.expand_inputs(args.corpus, exclude=output_paths(out))
-    total = sum(corpus.input_size(p) for p in paths)
     runner = None
-    if args.ray or args.ray_address:
-        from flax_embed.data.ray_tokenize import RayConnectError, RayRunner
-
-        try:
-            runner = RayRunner(address=args.ray_address)
-        except (ImportError, RayConnectError) as e:
-            raise CLIError(str(e)) from None
     try:
-        manifest = tokenize_corpus(paths, out, shard_tokens=shard_tokens, field=args.field,
-                                   eot=args.eot, workers=workers, runner=runner,
-                                   progress=total >= PROGRESS_MIN_BYTES,
-                                   verify_inputs=args.verify_inputs, tokenizer=tok)  # fmt: skip
-    except (OutputError, TokenFileError) as e:
+        tok = load_tokenizer(args.tokenizer, separator=args.separator, pattern=args.pattern)
+        options = dict(field=args.field, eot=args.eot, workers=workers,
+                       progress=PROGRESS_MIN_BYTES, tokenizer=tok)  # fmt: skip
+        if folder:
+            if out.exists() and not out.is_dir():
+                raise CLIError(f"{out}: exists and is not a folder (shards go to a folder)")
+            runner = _runner(args)
+            shard_tokens = DEFAULT_SHARD_TOKENS if args.shard_tokens is None else args.shard_tokens
+            manifest = tokenize_corpus(args.corpus, out, shard_tokens=shard_tokens, runner=runner,
+                                       verify_inputs=args.verify_inputs, **options)  # fmt: skip
+        else:
+            manifest = tokenize_file(args.corpus, out, **options)
+    except (CorpusError, TokenizerError, TokenizerUnavailableError, OutputError,
+            TokenFileError) as e:  # fmt: skip
         raise CLIError(str(e)) from None
     except OSError as e:
         raise write_error(getattr(e, "filename", None) or out, e) from None
     finally:
         if runner is not None:
             runner.close()
+    n = len(manifest["inputs"])
+    files = f"{n} file{'s' if n > 1 else ''}"
+    if not folder:
+        print(f"wrote {out}: {manifest['tokens']} tokens ({manifest['dtype']}) from {files}")
+        return 0
     shards = len(manifest["shards"])
-    files = f"{len(paths)} file{'s' if len(paths) > 1 else ''}"
     print(f"wrote {out}: {manifest['tokens']} tokens ({manifest['dtype']}) in {shards} "
           f"shard{'s' if shards != 1 else ''} from {files}")  # fmt: skip
     return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs ``flax-embed tokenize``."""
-    workers = args.workers or default_workers()
-    out = Path(args.out)
-    try:
-        tok = load_tokenizer(args.tokenizer, separator=args.separator, pattern=args.pattern)
-        if _is_folder_output(args):
-            return _run_sharded(args, out, workers, tok)
-        return _run_single(args, out, workers, tok)
-    except (CorpusError, TokenizerError, TokenizerUnavailableError) as e:
-        raise CLIError(str(e)) from None

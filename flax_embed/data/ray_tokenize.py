@@ -33,9 +33,13 @@ Ray started in this process is shut down.
 
 from __future__ import annotations
 
+import logging
 import re
+import signal
 import socket
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from flax_embed.data.corpus import CorpusError
 from flax_embed.data.shards import ShardJob, UnitJob, run_shard, run_unit
@@ -43,6 +47,7 @@ from flax_embed.tokenizer import TokenizerError, TokenizerUnavailableError
 
 __all__ = ["CONNECT_TIMEOUT", "RayConnectError", "RayRunner", "check_address"]
 
+_Job = TypeVar("_Job", UnitJob, ShardJob)
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a cluster's port to accept a connection."""
 CANCEL_WAIT_S = 60.0
@@ -98,8 +103,7 @@ class RayRunner:
       max_retries: retries of a task whose worker dies or that raises ``OSError``.
     """
 
-    progress_unit = "task"
-    workers = 1
+    workers: int = 1
     """Threads per task: Ray runs one task per CPU."""
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
@@ -110,31 +114,40 @@ class RayRunner:
         if not ray.is_initialized():
             if address:
                 check_address(address)
+            handlers = _signal_handlers()
             try:
+                # Ray's start-up notes (token authentication, "Started a local Ray instance")
+                # are not the command's: only errors reach stderr.
                 if address:
-                    ray.init(address=address, log_to_driver=False)
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
                 else:
-                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.ERROR)  # fmt: skip
             except Exception as e:  # ConnectionError, RuntimeError, ValueError, ...
-                if ray.is_initialized():
-                    ray.shutdown()
+                _shutdown(ray)
                 where = address or "a local Ray instance"
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise RayConnectError(f"{where}: cannot start or join Ray ({reason})") from None
+            except BaseException:  # interrupted while starting: stop what was started
+                _shutdown(ray)
+                raise
+            finally:
+                _restore_signal_handlers(handlers)
             self._owned = True
         self.task_options = {"num_cpus": 1, "max_retries": max_retries,
                              "retry_exceptions": [OSError]}  # fmt: skip
         self._unit = ray.remote(**self.task_options)(_unit_task)
         self._shard = ray.remote(**self.task_options)(_shard_task)
 
-    def _run(self, remote, jobs: Sequence[tuple[int, object]], bar) -> Iterator[tuple[int, dict]]:
+    def _run(self, remote, jobs: Sequence[tuple[int, _Job]],
+             done: Callable[[_Job], object]) -> Iterator[tuple[int, dict]]:  # fmt: skip
         ray = self._ray
-        refs = {remote.remote(job): i for i, job in jobs}
+        refs = {remote.remote(job): (i, job) for i, job in jobs}
         pending = list(refs)
         try:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
+                finished, pending = ray.wait(pending, num_returns=1)
+                for ref in finished:
                     try:
                         result = ray.get(ref)
                     except ray.exceptions.RayTaskError as e:
@@ -143,7 +156,9 @@ class RayRunner:
                                               TokenizerUnavailableError)):  # fmt: skip
                             raise cause from None
                         raise
-                    yield refs[ref], result
+                    i, job = refs[ref]
+                    done(job)
+                    yield i, result
         finally:
             # A task still running when another failed must not write into .work after the
             # driver has cleaned it: cancel the rest and wait until each has ended.
@@ -152,14 +167,61 @@ class RayRunner:
             if pending:
                 ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
 
-    def run_units(self, jobs: Sequence[tuple[int, UnitJob]], bar) -> Iterator[tuple[int, dict]]:
-        return self._run(self._unit, jobs, bar)
+    def run_units(
+        self, jobs: Sequence[tuple[int, UnitJob]], progress: Callable[[int], object]
+    ) -> Iterator[tuple[int, dict]]:
+        """Runs ``jobs`` as tasks; reports a unit's input bytes to ``progress`` when it ends."""
+        return self._run(self._unit, jobs,
+                         lambda job: progress(sum(s.nbytes for s in job.segments)))  # fmt: skip
 
-    def run_shards(self, jobs: Sequence[tuple[int, ShardJob]], bar) -> Iterator[tuple[int, dict]]:
-        return self._run(self._shard, jobs, bar)
+    def run_shards(self, jobs: Sequence[tuple[int, ShardJob]]) -> Iterator[tuple[int, dict]]:
+        """Runs ``jobs`` as tasks."""
+        return self._run(self._shard, jobs, lambda job: None)
 
     def close(self) -> None:
-        """Shuts down the Ray instance this runner started (not one it joined)."""
-        if self._owned and self._ray.is_initialized():
-            self._ray.shutdown()
-        self._owned = False
+        """Shuts down the Ray instance this runner started (not one it joined).
+
+        Waits until the processes it started (GCS, raylet and their workers and agents) have
+        exited, with SIGINT and SIGTERM held back meanwhile: a second Ctrl-C cannot leave
+        them running; it is delivered once they are gone.
+        """
+        if self._owned:
+            self._owned = False
+            _shutdown(self._ray)
+
+
+def _signal_handlers() -> dict[int, object] | None:
+    """This process's SIGINT and SIGTERM handlers (None outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[int, object] | None) -> None:
+    """Puts back the handlers that ``ray.init`` replaced.
+
+    ``ray.init`` makes SIGTERM ``sys.exit(15)`` (no cleanup, exit code 15, past the CLI's
+    ``Terminated``), and Ray's C++ core installs its failure handler, which prints a stack
+    dump ("*** SIGTERM received ***"): the command's own handling comes first.
+    """
+    for sig, handler in (handlers or {}).items():
+        if handler is not None:
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _shutdown(ray) -> None:
+    """``ray.shutdown`` that waits for the processes it stops, with interrupts held back.
+
+    A SIGINT or SIGTERM that arrives meanwhile is recorded, and raised again once the
+    processes are gone (in the main thread; elsewhere signals are not ours to handle).
+    """
+    handlers = {sig: h for sig, h in (_signal_handlers() or {}).items() if h is not None}
+    held: list[int] = []
+    for sig in handlers:
+        signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        ray.shutdown(wait_for_processes=True)
+    finally:
+        _restore_signal_handlers(handlers)
+        if held:
+            signal.raise_signal(held[0])

@@ -12,7 +12,8 @@ index, ``documents.npy`` (``DOCUMENT_INDEX``): the global start of each document
 How a job runs (the same steps on one machine and on Ray, ``ray_tokenize.py``):
 
 1. **Plan.** The inputs are cut into document-aligned ``Segment``\\ s (``plan_segments``);
-   each segment is a *unit* (with ``eot=False`` all of them form one unit, since
+   consecutive segments of at least ``segment_bytes`` together form a *unit* (each
+   segment of a big input is one; with ``eot=False`` all of them form one unit, since
    documents joined by nothing cannot be tokenized apart).
 2. **Tokenize units.** Each unit's ids, ``encode("<|endoftext|>".join(its documents))``,
    go to ``OUT/.work/part-XXXXX.bin``. Units are independent: tiktoken splits at
@@ -40,6 +41,11 @@ records a job id and each input's identity (path, bytes, ``mtime_ns``, and with
 the inputs and options are the same and every shard (and the document index) still
 verifies, else it redoes the job.
 
+A single token file (``tokenize_file``, ``flax-embed tokenize ... -o tokens.bin``) is the
+same job with one shard, the file itself: one unit is written straight into it, several
+are staged in a temporary folder of ours beside it (no ``.work``, no lock, no resume).
+Who runs units and shards is a ``Runner`` (``LocalRunner``, ``ray_tokenize.RayRunner``).
+
 So the shards depend only on the ids and ``N``, never on who ran which unit: a Ray
 run and a local run give the same bytes, shard for shard. Every file is written
 atomically (``TokenFileWriter``, ``atomic_open``); ``.work`` records each finished
@@ -58,12 +64,13 @@ import json
 import operator
 import os
 import re
+import shutil
 import socket
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -72,7 +79,9 @@ from flax_embed._io import (
     atomic_open,
     atomic_write_json,
     describe_os_error,
+    remove_stale_temps,
     resolves_inside,
+    temp_path,
 )
 from flax_embed._validation import check_positive_int
 from flax_embed.data.corpus import (
@@ -95,6 +104,7 @@ from flax_embed.data.token_files import (
     sidecar_path,
     token_dtype,
 )
+from flax_embed.data.windows import Batch
 from flax_embed.tokenizer import (
     ENDOFTEXT_ID,
     GPT2_IDENTITY,
@@ -108,7 +118,9 @@ __all__ = [
     "DOCUMENT_INDEX",
     "MANIFEST",
     "MANIFEST_FORMAT",
+    "LocalRunner",
     "OutputError",
+    "Runner",
     "ShardedTokenDataset",
     "file_sha256",
     "manifest_tokenizer",
@@ -116,11 +128,9 @@ __all__ = [
     "read_manifest",
     "shard_name",
     "tokenize_corpus",
+    "tokenize_file",
     "verify_document_index",
 ]
-
-Batch = tuple[np.ndarray, np.ndarray]
-"""``(inputs_BxT, targets_BxT)``, as ``sources.Batch`` (not imported: sources imports this)."""
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "flax-embed token shards"
@@ -137,6 +147,7 @@ WORK_FORMAT = "flax-embed tokenize work"
 LOCK = ".flax-embed.lock"
 """The lock file of a folder being written (``fcntl.flock``; it holds the writer's pid and host)."""
 _COPY_TOKENS = 1 << 22
+_ONE_SHARD = 1 << 62  # shard_tokens of a single-file job: all of its tokens in one shard
 _SHARD_FILE = re.compile(r"tokens-\d{5,}\.bin(\.json)?")
 _WORK_FILE = re.compile(
     r"(plan|commit)\.json|documents\.npy"
@@ -177,13 +188,17 @@ class UnitJob:
     vocab_size: int = GPT2_VOCAB_SIZE
     tokenizer: Tokenizer | None = None
     """None: GPT-2 (``gpt2_tokenizer``); a ``Tokenizer`` pickles as its spec (Ray)."""
+    index: bool = True
+    """With ``eot``: also write the unit's document index beside ``part`` (not for a single
+    token file, whose job keeps no index)."""
 
 
 def run_unit(job: UnitJob, progress: Callable[[int], object] | None = None) -> dict:
     """Writes a unit's ids to ``job.part``; returns ``{"tokens", "documents", "sha256"}``.
 
-    With ``job.eot`` it also writes the unit's document index, the start of each of its
-    documents in its ids (``unit_index_path``), and returns its ``"index_sha256"``.
+    With ``job.eot`` and ``job.index`` it also writes the unit's document index, the
+    start of each of its documents in its ids (``unit_index_path``), and returns its
+    ``"index_sha256"``.
     """
     counter = DocumentCount()
     tok = job.tokenizer
@@ -192,14 +207,15 @@ def run_unit(job: UnitJob, progress: Callable[[int], object] | None = None) -> d
                            progress=progress or (lambda n: None),
                            **({} if tok is None else {"separator": tok.separator}))  # fmt: skip
     found: list[np.ndarray] = []  # where the separator's id is, in the unit's ids
-    with TokenFileWriter(job.part, vocab_size=job.vocab_size) as writer:
+    recorded = None if tok is None else tok.recorded_identity  # the sidecar of a file's one unit
+    with TokenFileWriter(job.part, vocab_size=job.vocab_size, tokenizer=recorded) as writer:
         for ids_N in iter_encode_parallel(pieces, workers=job.workers, tokenizer=tok):
-            if job.eot:
+            if job.eot and job.index:
                 found.append(np.flatnonzero(ids_N == separator_id) + writer.count)
             writer.write(ids_N)
     result = {"tokens": writer.count, "documents": counter.documents,
               "sha256": file_sha256(job.part)}  # fmt: skip
-    if job.eot:
+    if job.eot and job.index:
         where = job.segments[0].path if job.segments else job.part
         positions = np.concatenate(found) if found else np.zeros(0, np.int64)
         starts = document_starts(positions, counter, where=where, separator_id=separator_id)
@@ -333,37 +349,58 @@ def cut_shards(
 # --- runners ------------------------------------------------------------------------------
 
 
+@runtime_checkable
 class Runner(Protocol):
-    """What ``tokenize_corpus`` runs its units and shards on (``LocalRunner``, ``RayRunner``)."""
+    """What a job runs its units and shards on: ``LocalRunner``, ``ray_tokenize.RayRunner``.
 
-    progress_unit: str
-    """``"B"``: ``run_units`` reports input bytes to the bar; else the driver counts tasks."""
+    Progress is counted in input bytes, whoever runs the units: a runner reports them
+    to ``progress`` as it reads them (``LocalRunner``) or as each unit finishes
+    (``RayRunner``, ``sum(s.nbytes for s in job.segments)``).
+    """
 
-    def run_units(self, jobs: Sequence[tuple[int, UnitJob]], bar) -> Iterator[tuple[int, dict]]:
+    workers: int
+    """Threads each unit is tokenized on (``UnitJob.workers``): 1 where a runner runs units
+    side by side (Ray: one task per CPU)."""
+
+    def run_units(
+        self, jobs: Sequence[tuple[int, UnitJob]], progress: Callable[[int], object]
+    ) -> Iterator[tuple[int, dict]]:
         """Runs ``jobs``; yields ``(index, run_unit's result)`` as each finishes."""
         ...
 
-    def run_shards(self, jobs: Sequence[tuple[int, ShardJob]], bar) -> Iterator[tuple[int, dict]]:
+    def run_shards(self, jobs: Sequence[tuple[int, ShardJob]]) -> Iterator[tuple[int, dict]]:
         """Runs ``jobs``; yields ``(index, run_shard's result)`` as each finishes."""
+        ...
+
+    def close(self) -> None:
+        """Releases what the runner started (a Ray instance); the job does not call it."""
         ...
 
 
 class LocalRunner:
     """Runs the units one after the other in this process, each on ``workers`` threads."""
 
-    progress_unit = "B"
-
     def __init__(self, workers: int | None = None):
-        self.workers = default_workers() if workers is None else check_positive_int(
+        self.workers: int = default_workers() if workers is None else check_positive_int(
             "workers", workers)  # fmt: skip
 
-    def run_units(self, jobs: Sequence[tuple[int, UnitJob]], bar) -> Iterator[tuple[int, dict]]:
+    def run_units(
+        self, jobs: Sequence[tuple[int, UnitJob]], progress: Callable[[int], object]
+    ) -> Iterator[tuple[int, dict]]:
         for i, job in jobs:
-            yield i, run_unit(job, bar.update)
+            yield i, run_unit(job, progress)
 
-    def run_shards(self, jobs: Sequence[tuple[int, ShardJob]], bar) -> Iterator[tuple[int, dict]]:
+    def run_shards(self, jobs: Sequence[tuple[int, ShardJob]]) -> Iterator[tuple[int, dict]]:
         for i, job in jobs:
             yield i, run_shard(job)
+
+    def close(self) -> None:
+        pass
+
+
+def _local_runner(workers: int | None) -> Runner:
+    """The default runner (typed as a ``Runner``: pyright checks that it is one)."""
+    return LocalRunner(workers)
 
 
 # --- the manifest -------------------------------------------------------------------------
@@ -733,7 +770,7 @@ def tokenize_corpus(
     workers: int | None = None,
     runner: Runner | None = None,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-    progress: bool = False,
+    progress: bool | int = False,
     verify_inputs: bool = False,
     tokenizer: Tokenizer | str | None = None,
 ) -> dict:
@@ -749,7 +786,8 @@ def tokenize_corpus(
       workers: threads per unit (local runner).
       runner: ``LocalRunner(workers)`` by default, or ``ray_tokenize.RayRunner(...)``.
       segment_bytes: input bytes per unit of work.
-      progress: show a tqdm bar on stderr (bytes locally, units and shards on Ray).
+      progress: show a tqdm bar of the input bytes (and one of the shards) on stderr;
+        an int: only if the inputs hold at least that many bytes.
       verify_inputs: record each input's sha256 and compare it on reruns (reads the
         inputs once more); else inputs are identified by path, size and ``mtime_ns``.
       tokenizer: a ``load_tokenizer`` tokenizer or spec (default ``"gpt2"``); documents are
@@ -768,17 +806,110 @@ def tokenize_corpus(
       OSError: the output cannot be written (``.work`` is kept: re-run to resume).
     """
     shard_tokens = check_positive_int("shard_tokens", shard_tokens)
-    segment_bytes = check_positive_int("segment_bytes", segment_bytes)
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer or "gpt2")
-    runner = LocalRunner(workers) if runner is None else runner
+    runner = _local_runner(workers) if runner is None else runner
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder (shards go to a folder)")
-    paths = expand_inputs(inputs, exclude=output_paths(out))
+    plan, units = _plan(inputs, output_paths(out), shard_tokens=shard_tokens, field=field,
+                        eot=eot, segment_bytes=segment_bytes, verify_inputs=verify_inputs,
+                        tok=tok)  # fmt: skip
+    _refuse_other_tokenizer(out, tok.identity)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with _locked(out):
+            return _tokenize_locked(runner, out, plan, units, _show(progress, plan), tok)
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if empty: a failed first run leaves no folder
+
+
+def tokenize_file(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    field: str = DEFAULT_FIELD,
+    eot: bool = True,
+    workers: int | None = None,
+    runner: Runner | None = None,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    progress: bool | int = False,
+    tokenizer: Tokenizer | str | None = None,
+) -> dict:
+    """Tokenizes a corpus into one token file: ``tokenize_corpus``'s job with one shard.
+
+    The same plan, units and shard cutting as ``tokenize_corpus``, so the ids equal
+    its shards' joined (``tokens.npy`` or ``tokens.bin`` and its sidecar, as
+    ``TokenFileWriter`` writes them). With one unit of work (one text file, or
+    ``eot=False``), the unit is written to ``out`` itself; with several, their parts
+    are staged in a temporary folder of ours beside ``out``
+    (``.{name}.flax-embed-{pid}-{hex}.tmp``, as ``_io.temp_path`` names it) and copied
+    into ``out`` as its one shard. That folder is deleted however the call ends (a
+    killed run's is deleted by the next write to ``out``), and ``out`` is replaced
+    atomically: it is the old file or the whole new one. Nothing is kept to resume,
+    and no lock is taken: of two concurrent writers of one file, the last one wins.
+
+    Args:
+      inputs: files, folders or globs (see ``corpus.expand_inputs``); ``out`` is skipped.
+      out: the token file, ``*.npy`` or ``*.bin``.
+      field: as in ``tokenize_corpus``.
+      eot: as in ``tokenize_corpus``.
+      workers: as in ``tokenize_corpus``.
+      runner: as in ``tokenize_corpus``.
+      segment_bytes: as in ``tokenize_corpus``.
+      progress: as in ``tokenize_corpus``.
+      tokenizer: as in ``tokenize_corpus``.
+
+    Returns:
+      What a manifest of the file would hold (not written): the options, ``"inputs"``,
+      ``"tokens"`` and ``"shards"``, one entry naming ``out``.
+
+    Raises:
+      CorpusError: a missing or malformed input (``out`` is left as it was).
+      OutputError: ``out`` is not named ``*.npy`` or ``*.bin``.
+      OSError: the output cannot be written (``out`` is left as it was).
+    """
+    target = Path(out)
+    if target.suffix not in (".npy", ".bin"):
+        raise OutputError(f"{target}: the output must end in .npy or .bin (or be a folder, DIR/)")
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer or "gpt2")
+    runner = _local_runner(workers) if runner is None else runner
+    plan, units = _plan(inputs, [target, sidecar_path(target)], shard_tokens=None, field=field,
+                        eot=eot, segment_bytes=segment_bytes, verify_inputs=False,
+                        tok=tok)  # fmt: skip
+    remove_stale_temps(target)
+    work = temp_path(target)
+    try:
+        if len(units) > 1:
+            work.mkdir(mode=0o700)
+        return _run(runner, work, units, plan, _show(progress, plan), tok, target=target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _plan(
+    inputs: Sequence[str | os.PathLike[str]],
+    exclude: Sequence[Path],
+    *,
+    shard_tokens: int | None,
+    field: str,
+    eot: bool,
+    segment_bytes: int,
+    verify_inputs: bool,
+    tok: Tokenizer,
+) -> tuple[dict, list[tuple[Segment, ...]]]:
+    """The plan of a job and its units: the inputs, expanded here and only here.
+
+    ``shard_tokens=None``: one shard (``tokenize_file``).
+    """
+    segment_bytes = check_positive_int("segment_bytes", segment_bytes)
+    paths = expand_inputs(inputs, exclude=exclude)
     identities = [input_identity(p, sha256=verify_inputs) for p in paths]
     segments = plan_segments(paths, target_bytes=segment_bytes)
     split = eot and tok.independent_documents
-    units = [(s,) for s in segments] if split else [tuple(segments)]
+    units = _units(segments, segment_bytes) if split else [tuple(segments)]
     vocab = tok.n_vocab
     meta = {
         "format": MANIFEST_FORMAT,
@@ -798,20 +929,37 @@ def tokenize_corpus(
     # is cut).
     job = json.dumps([meta, identities], sort_keys=True).encode()
     plan["job"] = hashlib.sha256(job).hexdigest()[:16]
-    _refuse_other_tokenizer(out, tok.identity)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        with _locked(out):
-            return _tokenize_locked(runner, out, plan, units, sum(i["bytes"] for i in identities),
-                                    progress, tok)  # fmt: skip
-    finally:
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only if empty: a failed first run leaves no folder
+    return plan, units
 
 
-def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
+def _units(segments: Sequence[Segment], segment_bytes: int) -> list[tuple[Segment, ...]]:
+    """Consecutive segments grouped into units of at least ``segment_bytes`` (the last: less).
+
+    A big input's segments are a unit each; small files share one, so that a folder of
+    many small documents is not a unit (a part file, a Ray task) per file.
+    """
+    units: list[tuple[Segment, ...]] = []
+    current: list[Segment] = []
+    size = 0
+    for seg in segments:
+        current.append(seg)
+        size += seg.nbytes
+        if size >= segment_bytes:
+            units.append(tuple(current))
+            current, size = [], 0
+    if current:
+        units.append(tuple(current))
+    return units
+
+
+def _show(progress: bool | int, plan: dict) -> bool:
+    """Whether to show progress bars: ``progress``, or an int: the inputs hold that many bytes."""
+    if isinstance(progress, bool):
+        return progress
+    return sum(i["bytes"] for i in plan["inputs"]) >= progress
+
+
+def _tokenize_locked(runner: Runner, out: Path, plan: dict, units: list[tuple[Segment, ...]],
                      progress: bool, tok: Tokenizer) -> dict:  # fmt: skip
     work = out / WORK_DIR
     old = _owned_manifest(out)
@@ -851,7 +999,7 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
         work.mkdir()
         atomic_write_json(work / "plan.json", plan)
     try:
-        manifest = _run(runner, work, units, plan, total_bytes, progress, tok)
+        manifest = _run(runner, work, units, plan, progress, tok)
         now = [input_identity(i["path"]) for i in plan["inputs"]]  # size and mtime only
         for before, after in zip(plan["inputs"], now, strict=True):
             if not _same_inputs([before], [after]):
@@ -866,61 +1014,77 @@ def _tokenize_locked(runner, out: Path, plan: dict, units, total_bytes: int,
     return _publish(out, work, commit)
 
 
-def _run(runner, work: Path, units, plan: dict, total_bytes: int, progress: bool,
-         tok: Tokenizer) -> dict:  # fmt: skip
+def _run(runner: Runner, work: Path, units: list[tuple[Segment, ...]], plan: dict,
+         progress: bool, tok: Tokenizer, target: Path | None = None) -> dict:  # fmt: skip
+    """Steps 2 and 3 of a job: its units' parts, then its shards, in ``work``; its manifest.
+
+    With ``target`` (``tokenize_file``), the one shard is ``target``, and the job keeps no
+    records (it does not resume); a single unit is written to ``target`` itself.
+    """
     meta = plan["meta"]
-    shard_tokens, field, eot = meta["shard_tokens"], meta["field"], meta["eot"]
-    unit_workers = getattr(runner, "workers", 1)
+    field, eot = meta["field"], meta["eot"]
+    shard_tokens = meta["shard_tokens"] or _ONE_SHARD
     # GPT-2's shards record no tokenizer in their sidecars: the same bytes as before it could
     # be chosen (readers take a sidecar without one for GPT-2's, manifest_tokenizer).
     recorded = tok.recorded_identity
-    parts = [str(work / f"part-{i:05d}.bin") for i in range(len(units))]
+    direct = target is not None and len(units) == 1  # the unit is the file
+    parts = [str(target)] if direct else [str(work / f"part-{i:05d}.bin")
+                                          for i in range(len(units))]  # fmt: skip
     results: list[dict | None] = [None] * len(units)
     todo = []
     for i, unit in enumerate(units):
         record = _read_json(work / f"part-{i:05d}.done.json")
-        if _valid(Path(parts[i]), record) and (not eot or _unit_index_valid(parts[i], record)):
+        indexed = eot and target is None  # a single file's job keeps no document index
+        if _valid(Path(parts[i]), record) and (not indexed or _unit_index_valid(parts[i], record)):
             results[i] = record
         else:
-            todo.append((i, UnitJob(unit, parts[i], field, eot, unit_workers, tok.n_vocab, tok)))
-    by_bytes = runner.progress_unit == "B"
+            todo.append((i, UnitJob(unit, parts[i], field, eot, runner.workers, tok.n_vocab, tok,
+                                    index=indexed)))  # fmt: skip
+    total_bytes = sum(i["bytes"] for i in plan["inputs"])
     done_bytes = sum(s.nbytes for i, u in enumerate(units) if results[i] for s in u)
-    with _progress_bar(total_bytes if by_bytes else len(todo), runner.progress_unit,
-                       progress) as bar:  # fmt: skip
-        if by_bytes:
-            bar.update(done_bytes)
-        for i, result in runner.run_units(todo, bar):
-            atomic_write_json(work / f"part-{i:05d}.done.json", result)
+    with _progress_bar(total_bytes, "B", progress) as bar:
+        bar.update(done_bytes)
+        for i, result in runner.run_units(todo, bar.update):
+            if target is None:
+                atomic_write_json(work / f"part-{i:05d}.done.json", result)
             results[i] = result
-            if not by_bytes:
-                bar.update(1)
     finished = [r for r in results if r is not None]
     assert len(finished) == len(results), "a runner skipped a unit"
     spans = cut_shards(finished, parts, shard_tokens, eot)
-    names = [shard_name(k) for k in range(len(spans))]
+    if target is None:
+        paths = [work / shard_name(k) for k in range(len(spans))]
+    elif direct:
+        spans, paths = [], []  # written
+    else:
+        spans, paths = spans or [()], [target]  # one file, even of no token
     shards: list[dict | None] = [None] * len(spans)
     todo_shards = []
     for k, shard_spans in enumerate(spans):
         record = _read_json(work / f"shard-{k:05d}.done.json")
         if (
             isinstance(record, dict)
-            and _valid(work / names[k], record)
+            and _valid(paths[k], record)
             and record.get("tokens") == sum(b - a for _, a, b in shard_spans)
         ):
             shards[k] = record
         else:
-            todo_shards.append((k, ShardJob(str(work / names[k]), shard_spans, tok.n_vocab,
+            todo_shards.append((k, ShardJob(str(paths[k]), shard_spans, tok.n_vocab,
                                             tok.separator_id, recorded)))  # fmt: skip
-    with _progress_bar(len(todo_shards), "shard", progress and not by_bytes) as bar:
-        for k, result in runner.run_shards(todo_shards, bar):
-            atomic_write_json(work / f"shard-{k:05d}.done.json", result)
+    with _progress_bar(len(todo_shards), "shard", progress and len(todo_shards) > 1) as bar:
+        for k, result in runner.run_shards(todo_shards):
+            if target is None:
+                atomic_write_json(work / f"shard-{k:05d}.done.json", result)
             shards[k] = result
             bar.update(1)
     written = [s for s in shards if s is not None]
     assert len(written) == len(shards), "a runner skipped a shard"
+    if direct:
+        assert target is not None
+        written = [{"name": target.name, "tokens": finished[0]["tokens"],
+                    "sha256": finished[0]["sha256"]}]  # fmt: skip
     manifest = {**meta, "job": plan["job"], "inputs": plan["inputs"],
                 "tokens": sum(s["tokens"] for s in written), "shards": written}  # fmt: skip
-    if eot:
+    if eot and target is None:
         manifest["document_index"] = _write_global_index(work / DOCUMENT_INDEX, finished, parts)
     return manifest
 

@@ -13,28 +13,15 @@ import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from flax_embed._validation import as_token_ids, check_ids_1d, check_positive_int
+from flax_embed.data.shards import ShardedTokenDataset, open_shards
 from flax_embed.data.token_files import TokenFileError, open_token_file
-
-if TYPE_CHECKING:  # a lazy import below: shards.py is built on this module
-    from flax_embed.data.shards import ShardedTokenDataset
+from flax_embed.data.windows import Batch, WindowSource
 
 __all__ = ["Batch", "SlidingWindowDataset", "TokenFileDataset", "WindowSource"]
-
-Batch = tuple[np.ndarray, np.ndarray]
-"""``(inputs_BxT, targets_BxT)``, two int32 arrays; targets are inputs shifted by one."""
-
-
-class WindowSource(Protocol):
-    """What ``Batcher`` reads: a random-access source of ``(inputs, targets)`` pairs."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> Batch: ...
 
 
 class SlidingWindowDataset:
@@ -142,8 +129,6 @@ class SlidingWindowDataset:
         Returns:
           ShardedTokenDataset: the windows, ``(inputs_T, targets_T)`` int32 pairs.
         """
-        from flax_embed.data.shards import open_shards
-
         return open_shards(paths_or_manifest, max_length, stride, vocab_size=vocab_size,
                            check_ids=check_ids, verify=verify, dtype=dtype)  # fmt: skip
 

@@ -340,3 +340,21 @@ def test_an_unreachable_ray_address_is_one_line_exit_2(tmp_path, corpus, capsys,
     code, _, err = run(capsys, corpus[0], "-o", f"{tmp_path / 'o'}/", "--ray-address", address)
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not ray.is_initialized() and not (tmp_path / "o").exists()
+
+
+def test_a_sigterm_that_a_library_turned_into_keyboardinterrupt_is_still_143(
+    tmp_path, corpus, capsys, monkeypatch
+):
+    # Ray's waits re-raise whatever a signal handler raised as a plain KeyboardInterrupt.
+    import signal
+
+    def run_and_get_terminated(args):
+        try:
+            signal.raise_signal(signal.SIGTERM)  # the command's handler raises Terminated
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt from None
+
+    monkeypatch.setattr(tokenize_command, "run", run_and_get_terminated)
+    code, _, err = run(capsys, corpus[0], "-o", tmp_path / "t.npy")
+    assert code == 143
+    assert err == "flax-embed tokenize: terminated (SIGTERM); no output was left half-written\n"

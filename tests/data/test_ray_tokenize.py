@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +206,83 @@ def test_ray_equals_local_for_a_tokenizer_json(cluster, inputs, tmp_path, fixtur
     assert remote == local and remote["tokenizer"]["name"] == "tokenizer.json"
     for name in [MANIFEST, "documents.npy", *(s["name"] for s in local["shards"])]:
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def _session_processes(session: int) -> list[int]:
+    """The live (not zombie) processes of ``session``, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":  # state, ppid, pgrp, session
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.tokenizer  # the CLI in a subprocess: its error is in its stderr
+@pytest.mark.parametrize(
+    ("sig", "stage", "group"),
+    [
+        (signal.SIGINT, "shard-", True),  # Ctrl-C: to the whole foreground process group
+        (signal.SIGTERM, ".part-", False),  # kill PID, while a unit is being written
+    ],
+)
+def test_an_interrupted_ray_run_stops_the_ray_it_started(tmp_path, sig, stage, group):
+    from flax_embed.data.samples import sample_text
+    from tests.faults.conftest import child_env
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text((json.dumps({"text": sample_text()}) + "\n") * 300)  # 6 MB, 1.5M tokens
+    out = tmp_path / "o"
+    argv = [sys.executable, "-m", "flax_embed", "tokenize", str(corpus), "-o", f"{out}/",
+            "--ray", "--shard-tokens", "2000"]  # fmt: skip
+    # Its own session: every process it starts is found by session id, even if reparented.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=child_env(), start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(stage) for p in (out / ".work").glob("*")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the job did not reach its stage in 120 s"
+            time.sleep(0.005)
+        started = _session_processes(proc.pid)
+        assert len(started) > 3  # the command, Ray's GCS, raylet, workers, agents
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + sig, err.decode()[-3000:]
+        name = signal.Signals(sig).name
+        assert err.decode().splitlines() == [
+            f"flax-embed tokenize: {'interrupted' if sig == signal.SIGINT else 'terminated'} "
+            f"({name}); no output was left half-written"
+        ]
+        deadline = time.monotonic() + 10  # the command waited for them: none should be left
+        while (left := _session_processes(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == [], [Path(f"/proc/{p}/cmdline").read_bytes()[:100] for p in left]
+        assert not (out / MANIFEST).exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in _session_processes(proc.pid):  # only what this test started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_both_runners_are_runners(cluster):
+    # pyright checks the same statically where flax_embed passes each as a `Runner`.
+    from flax_embed.data.ray_tokenize import RayRunner
+    from flax_embed.data.shards import LocalRunner, Runner
+
+    runners = [LocalRunner(3), RayRunner()]
+    assert all(isinstance(r, Runner) for r in runners)
+    assert [r.workers for r in runners] == [3, 1]

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +17,11 @@ from flax_embed.data.corpus import CorpusError
 from flax_embed.data.shards import (
     MANIFEST,
     LocalRunner,
+    OutputError,
     file_sha256,
     read_manifest,
     tokenize_corpus,
+    tokenize_file,
 )
 from flax_embed.data.token_files import TokenFileError, sidecar_path
 from flax_embed.tokenizer import ENDOFTEXT, encode
@@ -205,15 +208,15 @@ class CountingRunner(LocalRunner):
         super().__init__(workers=1)
         self.units, self.shards, self.stop_after = [], [], stop_after
 
-    def run_units(self, jobs, bar):
-        for i, result in super().run_units(jobs, bar):
+    def run_units(self, jobs, progress):
+        for i, result in super().run_units(jobs, progress):
             if self.stop_after is not None and len(self.units) == self.stop_after:
                 raise KeyboardInterrupt
             self.units.append(i)
             yield i, result
 
-    def run_shards(self, jobs, bar):
-        for k, result in super().run_shards(jobs, bar):
+    def run_shards(self, jobs):
+        for k, result in super().run_shards(jobs):
             self.shards.append(k)
             yield k, result
 
@@ -293,6 +296,110 @@ def test_bad_input_leaves_nothing(tmp_path, inputs, pre_existing, line):
     assert out.exists() == pre_existing
     if pre_existing:
         assert list(out.iterdir()) == []
+
+
+# --- one file: the job with one shard (tokenize_file) ------------------------------------
+
+
+@pytest.mark.parametrize("name", ["t.bin", "t.npy"])
+@pytest.mark.parametrize("eot", [True, False])
+@pytest.mark.parametrize("segment_bytes", [64, 1 << 20])  # many units (staged), or one per file
+def test_a_single_file_holds_the_shards_ids(tmp_path, inputs, name, eot, segment_bytes):
+    paths, _ = inputs
+    kwargs = dict(eot=eot, workers=2, segment_bytes=segment_bytes)
+    manifest = tokenize_corpus(paths, tmp_path / "d", shard_tokens=50, **kwargs)
+    target = tmp_path / "f" / name
+    target.parent.mkdir()
+    result = tokenize_file(paths, target, **kwargs)
+    np.testing.assert_array_equal(read_token_file(target),
+                                  np.concatenate(shard_ids(tmp_path / "d", manifest)))  # fmt: skip
+    assert result["tokens"] == manifest["tokens"] and result["inputs"] == manifest["inputs"]
+    assert result["shards"] == [{"name": name, "tokens": manifest["tokens"],
+                                 "sha256": file_sha256(target)}]  # fmt: skip
+    expected = [name, name + ".json"] if name.endswith(".bin") else [name]
+    assert sorted(p.name for p in target.parent.iterdir()) == expected  # no staging left
+
+
+@pytest.mark.parametrize("segment_bytes", [1 << 20, 1])
+def test_one_unit_is_written_in_place_several_are_staged_beside(tmp_path, segment_bytes,
+                                                               monkeypatch):  # fmt: skip
+    # Three small files: one unit together, unless a unit must hold 1 byte or more.
+    texts = [f"document {i}" for i in range(3)]
+    paths = []
+    for i, text in enumerate(texts):
+        (tmp_path / f"{i}.txt").write_text(text)
+        paths.append(str(tmp_path / f"{i}.txt"))
+    target = tmp_path / "out" / "t.bin"
+    target.parent.mkdir()
+    written = []
+    real = shards_module.run_unit
+
+    def spy(job, progress=None):
+        written.append(job.part)
+        return real(job, progress)
+
+    monkeypatch.setattr(shards_module, "run_unit", spy)
+    tokenize_file(paths, target, segment_bytes=segment_bytes)
+    if segment_bytes > 1:
+        assert written == [str(target)]  # no copy: the unit is the file
+    else:
+        assert len(written) == 3  # parts in a temporary folder of ours beside the file
+        folders = {Path(p).parent for p in written}
+        assert len(folders) == 1 and folders.pop().name.startswith(".t.bin.flax-embed-")
+    np.testing.assert_array_equal(read_token_file(target), encode(ENDOFTEXT.join(texts)))
+    assert sorted(p.name for p in target.parent.iterdir()) == ["t.bin", "t.bin.json"]
+
+
+@pytest.mark.parametrize("name", ["t.bin", "t.npy"])
+@pytest.mark.parametrize("spec", ["gpt2", "bpe_tokenizer_json"])
+def test_staged_and_in_place_files_are_the_same_bytes(tmp_path, inputs, name, spec, request):
+    paths, _ = inputs
+    tokenizer = spec if spec == "gpt2" else request.getfixturevalue(spec)
+    files = []
+    for segment_bytes in (64, 1 << 30):  # many units, copied; one unit, written in place
+        target = tmp_path / str(segment_bytes) / name
+        target.parent.mkdir()
+        tokenize_file(paths, target, segment_bytes=segment_bytes, tokenizer=tokenizer)
+        files.append({p.name: p.read_bytes() for p in target.parent.iterdir()})
+    assert files[0] == files[1]
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, CorpusError])
+def test_a_failed_single_file_job_leaves_the_old_file_and_no_staging(tmp_path, inputs, error):
+    paths, _ = inputs
+    target = tmp_path / "out" / "t.bin"
+    target.parent.mkdir()
+    write_token_file(target, np.arange(5))
+    before = {p.name: p.read_bytes() for p in target.parent.iterdir()}
+    if error is KeyboardInterrupt:
+        with pytest.raises(KeyboardInterrupt):
+            tokenize_file(paths, target, segment_bytes=64, runner=CountingRunner(stop_after=2))
+    else:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"text": "ok"}\n{"text": 1}\n')
+        with pytest.raises(CorpusError, match=r"bad\.jsonl: line 2"):
+            tokenize_file([*paths, str(bad)], target, segment_bytes=64)
+    assert {p.name: p.read_bytes() for p in target.parent.iterdir()} == before
+
+
+def test_a_killed_runs_staging_folder_goes_with_the_next_write(tmp_path, inputs):
+    import subprocess
+    import sys
+
+    paths, _ = inputs
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f".t.npy.flax-embed-{dead.stdout.strip()}-0123abcd.tmp"
+    stale.mkdir()
+    (stale / "part-00000.bin").write_bytes(b"\0" * 8)
+    tokenize_file(paths, tmp_path / "t.npy", segment_bytes=64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "t.npy"]
+
+
+def test_a_single_file_takes_only_npy_or_bin(tmp_path, inputs):
+    with pytest.raises(OutputError, match=r"t\.txt: the output must end in \.npy or \.bin"):
+        tokenize_file(inputs[0], tmp_path / "t.txt")
+    assert not (tmp_path / "t.txt").exists()
 
 
 # --- the output folder is the job's: ownership, lock, identity of inputs ------------------
