@@ -78,6 +78,7 @@ def book_state(dtype=None) -> dict:
 # --- whole-model state dicts: every layout, in and out ---------------------------------
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("as_numpy", [False, True], ids=["torch", "numpy"])
 def test_whole_model_state_dict_gives_the_models_own_embeddings(name, as_numpy):
@@ -150,6 +151,7 @@ def test_backwards_compatible_book_calls():
     jax.tree.map(np.testing.assert_array_equal, again, jax.device_get(params))
 
 
+@pytest.mark.tokenizer
 def test_boxed_params_convert():
     model = small_model()
     params = model.init(jax.random.key(0), real_ids())
@@ -203,6 +205,7 @@ def test_bfloat16_torch_tensor_to_numpy_keeps_bits():
 # --- safetensors interop with torch --------------------------------------------------------
 
 
+@pytest.mark.tokenizer
 @needs_torch
 def test_saved_file_loads_into_torch_module_strictly(tmp_path):
     model = InputEmbedding(context_length=4, features=16)
@@ -227,6 +230,7 @@ def test_saved_file_has_the_layouts_keys(tmp_path, layout):
     jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
+@pytest.mark.tokenizer
 @needs_torch
 def test_torch_saved_whole_model_loads(tmp_path):
     state = model_state_dicts.nanogpt(CONFIG, seed=5)

@@ -41,6 +41,7 @@ def bpe_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.tokenizer
 def test_gpt2_tokenizer_is_tiktokens_gpt2():
     enc = gpt2_tokenizer()
     assert enc.name == "gpt2"
@@ -48,6 +49,7 @@ def test_gpt2_tokenizer_is_tiktokens_gpt2():
     assert enc.eot_token == ENDOFTEXT_ID
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("text", TEXTS)
 def test_encode_returns_int32_ids_as_the_book(text):
     ids = encode(text)
@@ -56,6 +58,7 @@ def test_encode_returns_int32_ids_as_the_book(text):
     np.testing.assert_array_equal(ids, np.array(expected, dtype=np.int32))
 
 
+@pytest.mark.tokenizer
 def test_encode_allows_endoftext():
     assert ENDOFTEXT_ID in encode("a <|endoftext|> b")
 
@@ -65,6 +68,7 @@ def test_encode_rejects_non_text():
         encode(b"bytes")
 
 
+@pytest.mark.tokenizer
 def test_verdict_has_5145_tokens(verdict_text):
     ids = encode(verdict_text)
     assert len(ids) == 5145

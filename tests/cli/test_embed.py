@@ -37,6 +37,7 @@ def test_module_entry_point_help():
         assert option in result.stdout
 
 
+@pytest.mark.tokenizer
 def test_embed_runs_the_seed_on_the_bundled_sample():
     out = run("embed").stdout
     assert "Inputs shape: (8, 4)" in out
@@ -87,6 +88,7 @@ def test_same_seed_same_embeddings(tmp_path, capsys):
     ],
     ids=["missing", "directory", "not-utf8", "too-short"],
 )
+@pytest.mark.tokenizer
 def test_bad_file_is_one_line_and_exit_code_2(tmp_path, make, message, capsys):
     assert main(["embed", str(make(tmp_path))]) == 2
     out, err = capsys.readouterr()
@@ -117,6 +119,7 @@ def test_option_below_one_is_one_line_error(option, capsys):
     assert f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.tokenizer
 def test_save_into_a_missing_folder_is_one_line(tmp_path, capsys):
     target = tmp_path / "no-such-dir" / "emb.npy"
     assert main(["embed", "--features", "8", "--out", str(target)]) == 2
@@ -124,6 +127,7 @@ def test_save_into_a_missing_folder_is_one_line(tmp_path, capsys):
     assert not target.parent.exists()
 
 
+@pytest.mark.tokenizer
 def test_a_save_that_fails_halfway_keeps_the_old_file(tmp_path, capsys, monkeypatch):
     target = tmp_path / "emb.npy"
     target.write_bytes(b"old")

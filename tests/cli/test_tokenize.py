@@ -40,6 +40,7 @@ def run(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("name", ["tokens.npy", "tokens.bin"])
 def test_documents_are_joined_by_endoftext(tmp_path, corpus, capsys, name):
     code, out, _ = run(capsys, *corpus, "-o", tmp_path / name)
@@ -86,6 +87,7 @@ def test_big_input_against_the_verdict(tmp_path, verdict_text, capsys, monkeypat
     assert "tokenize" in err and "100%" in err
 
 
+@pytest.mark.tokenizer
 def test_no_progress_bar_on_small_inputs(tmp_path, corpus, capsys):
     assert run(capsys, *corpus, "-o", tmp_path / "t.npy")[2] == ""
 
@@ -113,6 +115,7 @@ def bad_utf8(tmp_path):
         (bad_utf8, "latin1.txt: not UTF-8 text (byte 30: invalid continuation byte)"),
     ],
 )
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("block_bytes", [4, 1 << 20])
 def test_unreadable_input_is_one_line_exit_2_and_no_output(
     tmp_path, corpus, capsys, monkeypatch, make_input, message, block_bytes
@@ -129,6 +132,7 @@ def test_unreadable_input_is_one_line_exit_2_and_no_output(
     assert list(out.parent.iterdir()) == []
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("block_bytes", [1, 3, 31, 1 << 20])
 def test_decoding_errors_are_worded_as_read_text_words_them(tmp_path, capsys, monkeypatch,
                                                             block_bytes):  # fmt: skip
@@ -166,6 +170,7 @@ def test_bad_options(tmp_path, corpus, capsys, monkeypatch, extra, message):
     assert code == 2 and message in err and err.count("\n") == 1
 
 
+@pytest.mark.tokenizer
 def test_the_installed_command(tmp_path, corpus):
     result = subprocess.run(
         [sys.executable, "-m", "flax_embed", "tokenize", *corpus, "-o", str(tmp_path / "t.npy")],

@@ -199,6 +199,7 @@ GRID = [
 ]
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize(("batch_size", "max_length", "stride", "drop_last"), GRID)
 @needs_torch
 def test_matches_the_book_on_the_bundled_sample(
@@ -209,6 +210,7 @@ def test_matches_the_book_on_the_bundled_sample(
     assert_same_batches(ours, book_batches(sample_text, **options))
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("drop_last", [True, False])
 @needs_torch
 def test_matches_the_book_on_the_verdict(verdict_text, drop_last):
@@ -216,6 +218,7 @@ def test_matches_the_book_on_the_verdict(verdict_text, drop_last):
     assert_same_batches(ours, book_batches(verdict_text, 8, 4, 4, drop_last))
 
 
+@pytest.mark.tokenizer
 def test_verdict_first_batch(verdict_text):
     inputs, targets = next(iter(create_dataloader(verdict_text, 8, 4, 4, shuffle=False)))
     assert inputs.shape == targets.shape == (8, 4)
@@ -223,6 +226,7 @@ def test_verdict_first_batch(verdict_text):
     np.testing.assert_array_equal(targets[0], [367, 2885, 1464, 1807])
 
 
+@pytest.mark.tokenizer
 @needs_torch
 def test_exactly_max_length_plus_one_tokens_is_one_window():
     text = "one two three four five"
@@ -232,6 +236,7 @@ def test_exactly_max_length_plus_one_tokens_is_one_window():
     assert_same_batches(ours, book_batches(text, 2, n - 1, 1, drop_last=False))
 
 
+@pytest.mark.tokenizer
 def test_text_too_short_for_one_window_raises():
     with pytest.raises(ValueError, match="text too short"):
         create_dataloader("Hi", batch_size=1, max_length=4, stride=1)
@@ -245,6 +250,7 @@ def test_text_too_short_for_one_window_raises():
     stride=st.integers(1, 15),
     drop_last=st.booleans(),
 )
+@pytest.mark.tokenizer
 @needs_torch
 def test_matches_the_book_on_unseen_text(text, batch_size, max_length, stride, drop_last):
     max_length = min(max_length, len(encode(text)) - 1)

@@ -33,6 +33,7 @@ def reference(docs, eot=True):
 _EDGES = st.text(alphabet=" \t\n\r\x0b\x0c\u00a0\u3000'sdlvrtmeA1é😀.,-", max_size=12)
 
 
+@pytest.mark.tokenizer
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_EDGES, min_size=1, max_size=5))
 def test_endoftext_joins_documents_tokenized_apart(docs):
@@ -45,6 +46,7 @@ def test_endoftext_joins_documents_tokenized_apart(docs):
     np.testing.assert_array_equal(np.concatenate(apart), reference(docs))
 
 
+@pytest.mark.tokenizer
 def test_without_endoftext_documents_do_merge():
     # The counter-example that makes --no-eot a single unit of work.
     docs = ["ends in half a wo", "rd"]
@@ -54,6 +56,7 @@ def test_without_endoftext_documents_do_merge():
 # --- formats ------------------------------------------------------------------------------
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("name", ["c.jsonl", "c.json", "c.jsonl.gz", "c.jsonl.zst", "c.json.zst"])
 def test_jsonl_formats(tmp_path, name):
     compression = {"gz": "gz", "zst": "zst"}.get(name.rsplit(".", 1)[-1])
@@ -61,6 +64,7 @@ def test_jsonl_formats(tmp_path, name):
     np.testing.assert_array_equal(ids_of([path]), reference(DOCS))
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("target_bytes", [1, 7, 50, 1 << 20])
 def test_jsonl_byte_ranges_cut_at_lines(tmp_path, target_bytes):
     path = write_jsonl(tmp_path / "c.jsonl", DOCS * 3)
@@ -70,6 +74,7 @@ def test_jsonl_byte_ranges_cut_at_lines(tmp_path, target_bytes):
     np.testing.assert_array_equal(ids_of([path], target_bytes=target_bytes), reference(DOCS * 3))
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("target_bytes", [1, 1 << 20])
 def test_parquet_by_row_groups(tmp_path, target_bytes):
     path = write_parquet(tmp_path / "c.parquet", DOCS, row_group_size=5)
@@ -78,12 +83,14 @@ def test_parquet_by_row_groups(tmp_path, target_bytes):
     np.testing.assert_array_equal(ids_of([path], target_bytes=target_bytes), reference(DOCS))
 
 
+@pytest.mark.tokenizer
 def test_field_option(tmp_path):
     jsonl = write_jsonl(tmp_path / "a.jsonl", DOCS[:5], field="content")
     parquet = write_parquet(tmp_path / "b.parquet", DOCS[5:], field="content")
     np.testing.assert_array_equal(ids_of([jsonl, parquet], field="content"), reference(DOCS))
 
 
+@pytest.mark.tokenizer
 def test_text_files_are_one_document_each_with_newlines_translated(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"one\r\ntwo\r")
     (tmp_path / "b.txt.gz").write_bytes(gzip.compress(b"  three "))
@@ -92,6 +99,7 @@ def test_text_files_are_one_document_each_with_newlines_translated(tmp_path):
     )
 
 
+@pytest.mark.tokenizer
 def test_mixed_folder_and_glob_in_sorted_order(tmp_path):
     (tmp_path / "sub").mkdir()
     write_jsonl(tmp_path / "b.jsonl.zst", DOCS[3:6], compression="zst")
@@ -107,6 +115,7 @@ def test_mixed_folder_and_glob_in_sorted_order(tmp_path):
     assert expand_inputs([str(tmp_path / "*.jsonl*")]) == found[:2]
 
 
+@pytest.mark.tokenizer
 def test_hugging_face_save_to_disk(tmp_path):
     datasets = pytest.importorskip("datasets", reason="the optional `datasets` package")
     ds = datasets.Dataset.from_dict({"text": DOCS, "n": list(range(len(DOCS)))})
@@ -119,6 +128,7 @@ def test_hugging_face_save_to_disk(tmp_path):
         expand_inputs([tmp_path / "dd"])
 
 
+@pytest.mark.tokenizer
 def test_a_saved_dataset_is_read_without_the_datasets_package(tmp_path):
     # The layout Dataset.save_to_disk writes: state.json naming Arrow IPC stream files.
     import pyarrow as pa
@@ -141,11 +151,13 @@ def test_a_saved_dataset_is_read_without_the_datasets_package(tmp_path):
         ids_of([folder], field="body")
 
 
+@pytest.mark.tokenizer
 def test_no_eot_joins_by_nothing(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", DOCS)
     np.testing.assert_array_equal(ids_of([path], eot=False), reference(DOCS, eot=False))
 
 
+@pytest.mark.tokenizer
 def test_empty_inputs(tmp_path):
     (tmp_path / "e.jsonl").write_text("\n\n")
     (tmp_path / "e.txt").write_text("")

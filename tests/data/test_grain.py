@@ -47,6 +47,7 @@ def test_repr_names_the_windows(dataset):
     )
 
 
+@pytest.mark.tokenizer
 def test_map_dataset_shuffles_and_batches_every_window_once(dataset):
     batches = list(pipeline(dataset))
     assert all(x.shape == y.shape == (16, 8) for x, y in batches[:-1])
@@ -60,11 +61,13 @@ def test_map_dataset_shuffles_and_batches_every_window_once(dataset):
     assert not np.array_equal(inputs, expected[0])  # shuffled
 
 
+@pytest.mark.tokenizer
 def test_the_same_seed_gives_the_same_batches(dataset):
     for (xa, _), (xb, _) in zip(pipeline(dataset, seed=5), pipeline(dataset, seed=5), strict=True):
         np.testing.assert_array_equal(xa, xb)
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("k", [0, 1, 4, 7])
 def test_grain_iterator_checkpoint_resumes_exactly(dataset, k):
     uninterrupted = list(pipeline(dataset, epochs=2))

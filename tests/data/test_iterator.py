@@ -310,6 +310,7 @@ def test_shards_default_to_the_jax_process():
     assert (batcher.shard_index, batcher.shard_count) == (jax.process_index(), 1)
 
 
+@pytest.mark.tokenizer
 def test_create_dataloader_takes_shards():
     text = "It had always been my fate to have my pictures hung well. " * 20
     whole = create_dataloader(text, batch_size=4, max_length=4, stride=4, shard_count=1)

@@ -37,6 +37,7 @@ workers = st.integers(1, 4)
 chunk_chars = st.integers(1, 12)
 
 
+@pytest.mark.tokenizer
 @settings(max_examples=1000, deadline=None)
 @given(adversarial_text, workers, chunk_chars)
 def test_parallel_ids_equal_serial_ids(text, workers, chunk_chars):
@@ -45,6 +46,7 @@ def test_parallel_ids_equal_serial_ids(text, workers, chunk_chars):
     )
 
 
+@pytest.mark.tokenizer
 @settings(max_examples=500, deadline=None)
 @given(adversarial_text)
 def test_every_safe_boundary_keeps_the_ids(text):
@@ -55,6 +57,7 @@ def test_every_safe_boundary_keeps_the_ids(text):
     np.testing.assert_array_equal(joined, encode(text))
 
 
+@pytest.mark.tokenizer
 @settings(max_examples=300, deadline=None)
 @given(adversarial_text, st.lists(st.integers(0, 200), max_size=6), workers, chunk_chars)
 def test_streamed_pieces_cut_anywhere_equal_one_encode(text, cuts, workers, chunk_chars):
@@ -75,11 +78,13 @@ def test_streamed_pieces_cut_anywhere_equal_one_encode(text, cuts, workers, chun
         f"{ENDOFTEXT} starts, {ENDOFTEXT}{ENDOFTEXT} middle, ends {ENDOFTEXT}",
     ],
 )
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("chunk", [1, 3])
 def test_edge_texts(text, chunk):
     np.testing.assert_array_equal(encode_parallel(text, workers=3, chunk_chars=chunk), encode(text))
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize(("text", "cut"), [("a  b", 3), ("x \n\nfoo", 4)])
 def test_a_cut_after_whitespace_would_change_the_ids(text, cut):
     # Why the boundary rule matters: a cut right after a whitespace run is not safe.
@@ -96,6 +101,7 @@ def test_boundaries_are_before_whitespace_after_visible_characters():
     assert chunk_boundaries("nowhitespace", 1) == [0, 12]
 
 
+@pytest.mark.tokenizer
 def test_long_text_uses_many_chunks_and_matches(verdict_text):
     text = (verdict_text + ENDOFTEXT) * 4
     assert len(chunk_boundaries(text, 10_000)) > 8
@@ -105,6 +111,7 @@ def test_long_text_uses_many_chunks_and_matches(verdict_text):
     assert (ids == ENDOFTEXT_ID).sum() == 4
 
 
+@pytest.mark.tokenizer
 def test_default_workers_is_the_core_count():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert default_workers() == cores
@@ -121,6 +128,7 @@ def test_bad_options(kwargs, error):
         encode_parallel("some text", **kwargs)
 
 
+@pytest.mark.tokenizer
 def test_non_str_input():
     with pytest.raises(TypeError, match="takes a str"):
         encode_parallel(b"bytes")

@@ -49,6 +49,7 @@ def inputs(tmp_path):
     return [str(src)], docs
 
 
+@pytest.mark.tokenizer
 def test_ray_output_equals_the_local_run_shard_for_shard(cluster, tmp_path, inputs):
     from flax_embed.data.ray_tokenize import RayRunner
 
@@ -78,6 +79,7 @@ def test_ray_output_equals_the_local_run_shard_for_shard(cluster, tmp_path, inpu
     assert len(remote["shards"]) > 3
 
 
+@pytest.mark.tokenizer
 def test_a_failed_ray_job_leaves_no_manifest(cluster, tmp_path, inputs):
     from flax_embed.data.ray_tokenize import RayRunner
 
@@ -106,6 +108,7 @@ def test_the_cli_with_ray(cluster, tmp_path, inputs, capsys):
     assert ray.is_initialized()
 
 
+@pytest.mark.tokenizer
 def test_a_task_whose_worker_dies_is_retried(cluster, tmp_path, inputs):
     from flax_embed.data.ray_tokenize import RayRunner
 

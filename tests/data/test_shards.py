@@ -45,6 +45,7 @@ def shard_ids(out, manifest):
     return [np.asarray(read_token_file(out / s["name"])) for s in manifest["shards"]]
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("shard_tokens", [1, 37, 100, 10**6])
 @pytest.mark.parametrize("segment_bytes", [64, 1 << 20])
 def test_shards_are_the_ids_cut_every_n_tokens(tmp_path, inputs, shard_tokens, segment_bytes):
@@ -71,6 +72,7 @@ def test_shards_are_the_ids_cut_every_n_tokens(tmp_path, inputs, shard_tokens, s
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.tokenizer
 def test_segmenting_does_not_change_the_bytes(tmp_path, inputs):
     paths, _ = inputs
     a = tokenize_corpus(paths, tmp_path / "a", shard_tokens=50, segment_bytes=64)
@@ -82,6 +84,7 @@ def test_segmenting_does_not_change_the_bytes(tmp_path, inputs):
         ).read_bytes()
 
 
+@pytest.mark.tokenizer
 def test_no_eot(tmp_path, inputs):
     paths, docs = inputs
     manifest = tokenize_corpus(paths, tmp_path / "o", shard_tokens=64, eot=False,
@@ -93,6 +96,7 @@ def test_no_eot(tmp_path, inputs):
 # --- from_files ---------------------------------------------------------------------------
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize(("max_length", "stride"), [(4, 1), (16, 5), (37, 37), (64, 200)])
 def test_from_files_equals_one_dataset_over_the_concatenation(tmp_path, max_length, stride):
     ids = encode(ENDOFTEXT.join(DOCS * 20))
@@ -117,6 +121,7 @@ def test_from_files_equals_one_dataset_over_the_concatenation(tmp_path, max_leng
         ds[len(ref)]
 
 
+@pytest.mark.tokenizer
 def test_from_files_with_a_manifest_and_the_batcher(tmp_path, inputs):
     from flax_embed.data import Batcher
 
@@ -135,6 +140,7 @@ def test_from_files_with_a_manifest_and_the_batcher(tmp_path, inputs):
     assert len(manifest["shards"]) > 2
 
 
+@pytest.mark.tokenizer
 def test_a_shard_that_disagrees_with_the_manifest_is_named(tmp_path, inputs):
     paths, _ = inputs
     out = tmp_path / "o"
@@ -165,6 +171,7 @@ def test_a_shard_that_disagrees_with_the_manifest_is_named(tmp_path, inputs):
 # --- nanoGPT's raw .bin files -------------------------------------------------------------
 
 
+@pytest.mark.tokenizer
 def test_raw_bin_needs_an_explicit_dtype(tmp_path):
     ids = encode(ENDOFTEXT.join(DOCS)).astype(np.uint16)
     ids.tofile(tmp_path / "train.bin")  # what nanoGPT's prepare.py does
@@ -221,6 +228,7 @@ class CountingRunner(LocalRunner):
             yield k, result
 
 
+@pytest.mark.tokenizer
 def test_an_interrupted_job_resumes(tmp_path, inputs):
     paths, docs = inputs
     out = tmp_path / "o"
@@ -239,6 +247,7 @@ def test_an_interrupted_job_resumes(tmp_path, inputs):
                                   encode(ENDOFTEXT.join(docs)))  # fmt: skip
 
 
+@pytest.mark.tokenizer
 def test_a_rerun_skips_valid_shards_and_redoes_a_corrupt_one(tmp_path, inputs):
     paths, _ = inputs
     out = tmp_path / "o"
@@ -258,6 +267,7 @@ def test_a_rerun_skips_valid_shards_and_redoes_a_corrupt_one(tmp_path, inputs):
     )  # fmt: skip
 
 
+@pytest.mark.tokenizer
 def test_resume_after_an_interrupted_shard_stage(tmp_path, inputs, monkeypatch):
     paths, docs = inputs
     out = tmp_path / "o"
@@ -282,6 +292,7 @@ def test_resume_after_an_interrupted_shard_stage(tmp_path, inputs, monkeypatch):
                                   encode(ENDOFTEXT.join(docs)))  # fmt: skip
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("pre_existing", [False, True])
 @pytest.mark.parametrize("line", ['{"text": 1}', "[" * 100_000 + "]" * 100_000])
 def test_bad_input_leaves_nothing(tmp_path, inputs, pre_existing, line):

@@ -41,6 +41,7 @@ def test_dtype_is_uint16_when_the_vocabulary_fits(vocab, dtype):
     assert token_dtype(vocab) == dtype
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("name", LAYOUTS)
 @pytest.mark.parametrize("vocab", [GPT2_VOCAB_SIZE, 100_000])
 def test_round_trip(tmp_path, ids, name, vocab):
@@ -52,6 +53,7 @@ def test_round_trip(tmp_path, ids, name, vocab):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.tokenizer
 def test_npy_is_a_plain_numpy_file(tmp_path, ids):
     write_token_file(tmp_path / "t.npy", ids)
     loaded = np.load(tmp_path / "t.npy")
@@ -59,6 +61,7 @@ def test_npy_is_a_plain_numpy_file(tmp_path, ids):
     np.testing.assert_array_equal(loaded, ids)
 
 
+@pytest.mark.tokenizer
 def test_bin_sidecar_says_dtype_vocab_and_count(tmp_path, ids):
     write_token_file(tmp_path / "t.bin", ids)
     meta = json.loads(sidecar_path(tmp_path / "t.bin").read_text())
@@ -69,6 +72,7 @@ def test_bin_sidecar_says_dtype_vocab_and_count(tmp_path, ids):
     assert (tmp_path / "t.bin").stat().st_size == 2 * len(ids)
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_streamed_writes_equal_one_write(tmp_path, ids, name):
     with TokenFileWriter(tmp_path / name) as writer:
@@ -85,6 +89,7 @@ def test_empty_file(tmp_path, name):
     assert read_token_file(tmp_path / name).shape == (0,)
 
 
+@pytest.mark.tokenizer
 def test_int32_npy_from_encode_is_readable(tmp_path, ids):
     np.save(tmp_path / "t.npy", ids)
     np.testing.assert_array_equal(read_token_file(tmp_path / "t.npy"), ids)
@@ -100,6 +105,7 @@ def test_a_bad_id_leaves_no_file_and_names_the_id(tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_a_failed_write_keeps_the_old_file(tmp_path, ids, name):
     write_token_file(tmp_path / name, ids)
@@ -135,6 +141,7 @@ def write_raw(path: Path, ids, **sidecar):
     sidecar_path(path).write_text(json.dumps(meta))
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("cut", [1, 7, 100])
 def test_truncated_npy(tmp_path, ids, cut):
     path = write_token_file(tmp_path / "t.npy", ids)
@@ -143,6 +150,7 @@ def test_truncated_npy(tmp_path, ids, cut):
         read_token_file(path)
 
 
+@pytest.mark.tokenizer
 def test_npy_with_trailing_bytes(tmp_path, ids):
     path = write_token_file(tmp_path / "t.npy", ids)
     path.write_bytes(path.read_bytes() + b"\0\0")
@@ -175,6 +183,7 @@ def test_npy_that_is_not_token_ids(tmp_path, array, match):
         read_token_file(tmp_path / "t.npy")
 
 
+@pytest.mark.tokenizer
 def test_bin_without_sidecar(tmp_path, ids):
     path = write_token_file(tmp_path / "t.bin", ids)
     sidecar_path(path).unlink()
@@ -254,6 +263,7 @@ def all_batches(dataset, **options):
     return list(batcher.iter_epoch(0)) + list(batcher.iter_epoch(1))
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("name", LAYOUTS)
 @pytest.mark.parametrize("vocab", [GPT2_VOCAB_SIZE, 100_000])
 @pytest.mark.parametrize(("max_length", "stride", "batch_size"), [(4, 4, 8), (16, 3, 40)])
@@ -275,6 +285,7 @@ def test_from_file_batches_equal_in_memory_batches(
         np.testing.assert_array_equal(mapped[i][1], in_memory[i][1])
 
 
+@pytest.mark.tokenizer
 def test_from_file_does_not_copy_the_ids(tmp_path, ids):
     path = write_token_file(tmp_path / "t.npy", ids)
     ds = SlidingWindowDataset.from_file(path, 8, 8)
@@ -295,6 +306,7 @@ def test_from_file_too_short(tmp_path):
         SlidingWindowDataset.from_file(tmp_path / "t.npy", 4, 1)
 
 
+@pytest.mark.tokenizer
 def test_pickle_reopens_by_path_without_copying(tmp_path, ids):
     ds = SlidingWindowDataset.from_file(write_token_file(tmp_path / "t.bin", ids), 16, 8)
     blob = pickle.dumps(ds)
@@ -305,6 +317,7 @@ def test_pickle_reopens_by_path_without_copying(tmp_path, ids):
     assert "t.bin" in repr(again)
 
 
+@pytest.mark.tokenizer
 def test_fingerprint_equals_the_in_memory_datasets(tmp_path, ids):
     ds = SlidingWindowDataset.from_file(write_token_file(tmp_path / "t.npy", ids), 16, 8)
     from flax_embed.data.fingerprint import dataset_fingerprint

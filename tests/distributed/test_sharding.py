@@ -66,6 +66,7 @@ def test_one_device_is_one_shard():
     np.testing.assert_array_equal(global_batch(x, mesh), x)
 
 
+@pytest.mark.tokenizer
 def test_on_eight_cpu_devices():
     """Runs tests/distributed/eight_devices/ in a fresh pytest process with 8 forced CPU devices."""
     env = {

@@ -78,6 +78,7 @@ def test_prefetch_close_returns_although_the_producer_blocks():
     assert not prefetcher._thread.is_alive()
 
 
+@pytest.mark.tokenizer
 def test_token_file_truncated_while_mapped_is_an_error_not_sigbus(tmp_path):
     (result,) = run_scenarios(
         [{"cwd": str(tmp_path), "call": "truncate", "args": [str(tmp_path / "t.npy")]}]

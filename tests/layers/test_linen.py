@@ -3,10 +3,12 @@ once for both APIs in test_linen_apis.py."""
 
 import jax
 import numpy as np
+import pytest
 
 from flax_embed import InputEmbedding, create_dataloader
 
 
+@pytest.mark.tokenizer
 def test_seed_batch_from_the_real_loader(sample_text):
     inputs_BxT, _ = next(iter(create_dataloader(sample_text, 8, 4, 4, shuffle=False)))
     model = InputEmbedding(context_length=4, features=256)

@@ -59,6 +59,7 @@ def _units():
         )
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("rows", list(_units()))
 def test_check_passes(rows):
     results = rows()

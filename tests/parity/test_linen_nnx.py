@@ -14,6 +14,7 @@ def rows():
     return linen_nnx_checks("cpu")
 
 
+@pytest.mark.tokenizer
 def test_forward_rows_are_bit_identical_in_float32(rows):
     forward = [r for r in rows if "forward" in r.check]
     assert len(forward) == 3
@@ -22,6 +23,7 @@ def test_forward_rows_are_bit_identical_in_float32(rows):
         assert r.bit_identical and r.max_abs_diff == 0.0, r
 
 
+@pytest.mark.tokenizer
 def test_attend_rows(rows):
     (between_apis,) = [r for r in rows if r.check.startswith("linen≡nnx attend")]
     assert between_apis.bit_identical, between_apis
@@ -30,6 +32,7 @@ def test_attend_rows(rows):
     assert vs_torch.passed, vs_torch
 
 
+@pytest.mark.tokenizer
 def test_every_row_passes(rows):
     assert [r.check for r in rows if not r.passed] == []
 

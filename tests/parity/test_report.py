@@ -42,6 +42,7 @@ def fast_groups(monkeypatch):
     monkeypatch.setattr(report, "CHECK_GROUPS", [behaviour_checks])
 
 
+@pytest.mark.tokenizer
 def test_table_has_the_header_and_a_row_per_check(fast_groups):
     result = report.run_report(["cpu"])
     table = report.format_table(result)
