@@ -12,13 +12,14 @@ from flax_embed.data.parallel_tokenize import encode_parallel, iter_encode_paral
 from flax_embed.data.samples import sample_text
 from flax_embed.data.shards import tokenize_corpus
 from flax_embed.data.shuffle import epoch_permutation, index_shuffle
-from flax_embed.data.sources import Batch, SlidingWindowDataset, TokenFileDataset, WindowSource
+from flax_embed.data.sources import SlidingWindowDataset, TokenFileDataset
 from flax_embed.data.token_files import (
     TokenFileError,
     TokenFileWriter,
     read_token_file,
     write_token_file,
 )
+from flax_embed.data.windows import Batch, WindowSource
 
 __all__ = [
     "PACKING_METHODS",

@@ -16,7 +16,8 @@ from flax_embed._validation import check_positive_int
 from flax_embed.data.fingerprint import dataset_fingerprint
 from flax_embed.data.iterator import BatchIterator
 from flax_embed.data.shuffle import index_shuffle
-from flax_embed.data.sources import Batch, SlidingWindowDataset, WindowSource
+from flax_embed.data.sources import SlidingWindowDataset
+from flax_embed.data.windows import Batch, WindowSource
 from flax_embed.tokenizer import encode
 
 __all__ = ["Batcher", "create_dataloader"]

@@ -159,13 +159,17 @@ class RayRunner:
                     i, job = refs[ref]
                     done(job)
                     yield i, result
-        finally:
-            # A task still running when another failed must not write into .work after the
-            # driver has cleaned it: cancel the rest and wait until each has ended.
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the command stops: close() shuts down the Ray it started, tasks included
+        except BaseException:
+            # A task failed (or the caller stopped reading) and this process goes on to clean
+            # .work: a task still running must not write into it afterwards, so cancel the
+            # rest and wait until each has ended.
             for ref in pending:
                 ray.cancel(ref)
             if pending:
                 ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
+            raise
 
     def run_units(
         self, jobs: Sequence[tuple[int, UnitJob]], progress: Callable[[int], object]

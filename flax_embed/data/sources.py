@@ -19,9 +19,9 @@ import numpy as np
 from flax_embed._validation import as_token_ids, check_ids_1d, check_positive_int
 from flax_embed.data.shards import ShardedTokenDataset, open_shards
 from flax_embed.data.token_files import TokenFileError, open_token_file
-from flax_embed.data.windows import Batch, WindowSource
+from flax_embed.data.windows import Batch
 
-__all__ = ["Batch", "SlidingWindowDataset", "TokenFileDataset", "WindowSource"]
+__all__ = ["SlidingWindowDataset", "TokenFileDataset"]
 
 
 class SlidingWindowDataset:
