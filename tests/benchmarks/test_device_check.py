@@ -22,6 +22,7 @@ SHAPES = ("(8, 4, 256)", "(2, 32, 64)")
 DTYPES = ("float32", "bfloat16")
 # The dry run tokenizes, and checks the BPE files before the GPU: offline, skip up front.
 needs_bpe = pytest.mark.tokenizer
+pytestmark = pytest.mark.harness  # run by `python -m pytest -m harness` (CI)
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.tokenizer  # a subprocess that tokenizes: skip up front
+# A subprocess that tokenizes (skip up front offline); the harness, run by `-m harness`.
+pytestmark = [pytest.mark.tokenizer, pytest.mark.harness]
 
 REPO = Path(__file__).resolve().parents[2]
 
