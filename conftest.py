@@ -82,7 +82,11 @@ def pytest_report_header(config) -> str:
 
 # Docstring examples that tokenize (a doctest cannot carry a marker); tests carry
 # ``@pytest.mark.tokenizer`` themselves.
-TOKENIZER_DOCTESTS = {"flax_embed.data.parallel_tokenize.encode_parallel"}
+TOKENIZER_DOCTESTS = {
+    "flax_embed.data.packing.Documents.from_files",
+    "flax_embed.data.parallel_tokenize.encode_parallel",
+    "flax_embed.tokenizer.load_tokenizer",
+}
 
 
 def pytest_collection_modifyitems(config, items) -> None:

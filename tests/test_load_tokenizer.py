@@ -165,6 +165,7 @@ def test_a_bad_spec_is_one_line_and_exit_2(make, match, tmp_path, capsys):
     ]
 
 
+@pytest.mark.tokenizer
 def test_a_separator_outside_the_vocabulary_or_underivable_is_refused(tmp_path):
     from tokenizers import Tokenizer, models
 
@@ -184,6 +185,7 @@ def test_a_vocabulary_past_uint32_is_refused():
     assert id_dtype(2**32) == np.dtype("<u4") and id_dtype(2**16) == np.dtype("<u2")
 
 
+@pytest.mark.tokenizer
 def test_one_folder_takes_one_tokenizer(bpe_tokenizer_json, tmp_path, capsys):
     src = write_jsonl(tmp_path / "d.jsonl", DOCS)
     out = tmp_path / "shards"
@@ -197,6 +199,7 @@ def test_one_folder_takes_one_tokenizer(bpe_tokenizer_json, tmp_path, capsys):
     assert sorted((p.name, p.read_bytes()) for p in out.iterdir()) == before
 
 
+@pytest.mark.tokenizer
 def test_from_files_refuses_shards_of_two_tokenizers(bpe_tokenizer_json, tmp_path):
     from flax_embed.data.shards import tokenize_corpus
 

@@ -156,6 +156,7 @@ def test_a_failed_run_keeps_the_old_output(tmp_path, corpus, capsys):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -326,6 +327,7 @@ def test_a_fifo_input_is_one_line_exit_2(tmp_path, corpus, capsys):
     assert code == 2 and err.count("\n") == 1 and "pipe.txt: a FIFO, not a regular file" in err
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize(
     ("address", "message"),
     [

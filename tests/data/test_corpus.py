@@ -340,6 +340,7 @@ def test_a_fifo_is_refused_at_once(tmp_path):
         signal.signal(signal.SIGALRM, old)
 
 
+@pytest.mark.tokenizer
 def test_a_dictionary_encoded_parquet_string_column_is_read(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

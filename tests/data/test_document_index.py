@@ -58,6 +58,7 @@ def rewrite_manifest(out, **changes) -> dict:
     return manifest
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("shard_tokens", [7, 10**6])
 @pytest.mark.parametrize("segment_bytes", [64, 1 << 20])
 def test_document_k_is_the_ids_of_document_k(tmp_path, corpus, shard_tokens, segment_bytes):
@@ -79,6 +80,7 @@ def test_document_k_is_the_ids_of_document_k(tmp_path, corpus, shard_tokens, seg
     assert (ids == ENDOFTEXT_ID).sum() > len(docs) - 1  # ... and more inside documents
 
 
+@pytest.mark.tokenizer
 def test_a_document_holding_the_separator_text_is_not_split(tmp_path):
     """The index comes from the documents, not from the separator ids in the stream."""
     src = tmp_path / "d.jsonl"
@@ -94,6 +96,7 @@ def test_a_document_holding_the_separator_text_is_not_split(tmp_path):
     assert len(Documents.split_at(stream(tmp_path / "o", manifest), ENDOFTEXT_ID)) == 9
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("block_bytes", [1, 3, 5, 13])
 def test_a_separator_cut_between_text_blocks_is_counted_once(tmp_path, monkeypatch, block_bytes):
     """A text file is read in blocks: a separator across two blocks is still inside it."""
@@ -106,6 +109,7 @@ def test_a_separator_cut_between_text_blocks_is_counted_once(tmp_path, monkeypat
     assert [d.tolist() for d in docs] == [encode(TEXT_FILE).tolist(), encode("second").tolist()]
 
 
+@pytest.mark.tokenizer
 def test_without_separators_there_is_no_index(tmp_path, corpus):
     paths, _ = corpus
     out = tmp_path / "o"
@@ -117,6 +121,7 @@ def test_without_separators_there_is_no_index(tmp_path, corpus):
         Documents.from_files(out)
 
 
+@pytest.mark.tokenizer
 def test_a_damaged_index_is_rewritten_by_a_rerun(tmp_path, corpus):
     paths, _ = corpus
     out = tmp_path / "o"
@@ -132,6 +137,7 @@ def test_a_damaged_index_is_rewritten_by_a_rerun(tmp_path, corpus):
     assert (out / DOCUMENT_INDEX).read_bytes() == good
 
 
+@pytest.mark.tokenizer
 def test_a_damaged_unit_index_in_work_is_redone(tmp_path, corpus, monkeypatch):
     """An interrupted job resumes; a unit whose index is damaged is tokenized again."""
     from flax_embed.data import shards
@@ -156,6 +162,7 @@ def test_a_damaged_unit_index_in_work_is_redone(tmp_path, corpus, monkeypatch):
     assert len(Documents.from_files(out)) == len(docs)
 
 
+@pytest.mark.tokenizer
 def test_a_document_index_not_written_by_the_command_is_refused_and_kept(tmp_path, corpus):
     paths, _ = corpus
     out = tmp_path / "o"
@@ -167,6 +174,7 @@ def test_a_document_index_not_written_by_the_command_is_refused_and_kept(tmp_pat
     assert (out / DOCUMENT_INDEX).read_bytes() == before
 
 
+@pytest.mark.tokenizer
 def test_older_manifests_still_read_as_windows_and_are_redone(tmp_path, corpus):
     """A version 2 folder (no index): the same windows and fingerprint; a rerun adds it."""
     paths, _ = corpus
@@ -193,6 +201,7 @@ def _replace_index(out, starts) -> None:
     rewrite_manifest(out, document_index=entry)
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -212,6 +221,7 @@ def test_an_index_that_disagrees_with_its_shards_is_named(tmp_path, corpus, chan
         Documents.from_files(out)
 
 
+@pytest.mark.tokenizer
 def test_an_index_of_another_size_than_the_manifest_says_is_named(tmp_path, corpus):
     paths, _ = corpus
     out = tmp_path / "o"
@@ -223,6 +233,7 @@ def test_an_index_of_another_size_than_the_manifest_says_is_named(tmp_path, corp
         Documents.from_files(out, verify=False)
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("method", PACKING_METHODS)
 def test_packing_a_tokenized_folder_equals_packing_the_documents_in_memory(tmp_path, corpus,
                                                                            method):  # fmt: skip
@@ -245,6 +256,7 @@ def test_packing_a_tokenized_folder_equals_packing_the_documents_in_memory(tmp_p
     np.testing.assert_array_equal(again.gather(np.arange(len(a)))["inputs"], rows_a["inputs"])
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("method", PACKING_METHODS)
 def test_packing_a_tokenized_folder_equals_grains_packers(tmp_path, corpus, method):
     pytest.importorskip("grain")
@@ -259,6 +271,7 @@ def test_packing_a_tokenized_folder_equals_grains_packers(tmp_path, corpus, meth
         np.testing.assert_array_equal(ours[key], value, err_msg=key)
 
 
+@pytest.mark.tokenizer
 def test_the_token_view_reads_across_shards(tmp_path, corpus):
     paths, docs = corpus
     out = tmp_path / "o"
@@ -273,6 +286,7 @@ def test_the_token_view_reads_across_shards(tmp_path, corpus):
         tokens[np.array([len(expected)])]
 
 
+@pytest.mark.tokenizer
 def test_the_index_bytes_depend_only_on_the_starts(tmp_path, corpus):
     """np.save's layout: any reader (np.load, Megatron-style tools) takes the file as is."""
     paths, _ = corpus
@@ -282,6 +296,7 @@ def test_the_index_bytes_depend_only_on_the_starts(tmp_path, corpus):
     assert (tmp_path / "same.npy").read_bytes() == (tmp_path / "o" / DOCUMENT_INDEX).read_bytes()
 
 
+@pytest.mark.tokenizer
 def test_the_cli_writes_the_index(tmp_path, corpus, capsys):
     from flax_embed import cli
 
@@ -325,6 +340,7 @@ def test_a_separator_not_matched_one_for_one_stops_the_job(tmp_path, big_tokeniz
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.tokenizer
 def test_a_state_saved_over_a_tokenized_folder_resumes_on_the_same_rows(tmp_path, corpus):
     """Batcher over the folder's packed rows: resume is exact, and the fingerprint is the
     content's, so the folder and the same documents from memory share states."""

@@ -23,6 +23,7 @@ def pipeline(dataset, seed=0, epochs=1):
     return grain.MapDataset.source(dataset).shuffle(seed=seed).repeat(epochs).batch(16)
 
 
+@pytest.mark.tokenizer
 def test_grain_data_loader_reads_it_as_a_random_access_source(dataset):
     # What Grain's protocol is for: its DataLoader reads records by key through it.
     sampler = grain.samplers.IndexSampler(
@@ -40,6 +41,7 @@ def test_grain_data_loader_reads_it_as_a_random_access_source(dataset):
     np.testing.assert_array_equal(np.stack([y for _, y in records]), targets)
 
 
+@pytest.mark.tokenizer
 def test_repr_names_the_windows(dataset):
     assert repr(dataset) == (
         f"SlidingWindowDataset(num_tokens={dataset.token_ids.shape[0]}, max_length=8, "

@@ -42,6 +42,7 @@ def segments(row):
     return out
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize(("method", "long_documents"), METHODS)
 def test_every_segment_is_a_document_piece_with_its_next_tokens(docs, method, long_documents):
     ds = PackedDataset(docs, 32, method=method, num_packing_bins=4,
@@ -119,6 +120,7 @@ def test_split_at_drops_the_separators():
     assert docs.offsets.tolist() == [0, 2, 3, 3, 4]
 
 
+@pytest.mark.tokenizer
 def test_rows_are_random_access(docs):
     ds = PackedDataset(docs, 32, method="best_fit")
     batch = ds.gather(np.array([3, 0, len(ds) - 1]))
@@ -130,6 +132,7 @@ def test_rows_are_random_access(docs):
         ds.gather(np.array([len(ds)]))
 
 
+@pytest.mark.tokenizer
 def test_seed_packs_the_documents_in_a_seeded_order(docs):
     a = PackedDataset(docs, 32, seed=1)
     assert sorted(a.document_order().tolist()) == list(range(len(docs)))
@@ -141,6 +144,7 @@ def test_seed_packs_the_documents_in_a_seeded_order(docs):
 # -- Batcher ------------------------------------------------------------------------------
 
 
+@pytest.mark.tokenizer
 def test_batcher_yields_dict_batches_and_shards_split_them(docs):
     ds = PackedDataset(docs, 32)
     whole = next(iter(Batcher(ds, 8, seed=4, shard_index=0, shard_count=1)))
@@ -151,6 +155,7 @@ def test_batcher_yields_dict_batches_and_shards_split_them(docs):
     np.testing.assert_array_equal(whole["inputs"], ds.gather(order[:8])["inputs"])
 
 
+@pytest.mark.tokenizer
 def test_batcher_resumes_exactly_on_another_process_count(docs):
     ds = PackedDataset(docs, 32, method="concat_split")
     one = Batcher(ds, 4, shard_index=0, shard_count=1).iterate(2)
@@ -170,6 +175,7 @@ def test_batcher_resumes_exactly_on_another_process_count(docs):
             )
 
 
+@pytest.mark.tokenizer
 def test_the_fingerprint_follows_the_content(docs):
     base = PackedDataset(docs, 32)
     assert base.fingerprint() == PackedDataset(docs, 32).fingerprint()
@@ -183,6 +189,7 @@ def test_the_fingerprint_follows_the_content(docs):
         it.set_state(state)
 
 
+@pytest.mark.tokenizer
 def test_grain_map_dataset_reads_the_rows(docs):
     grain = pytest.importorskip("grain")
     ds = PackedDataset(docs, 32, method="best_fit")
@@ -192,6 +199,7 @@ def test_grain_map_dataset_reads_the_rows(docs):
         np.testing.assert_array_equal(batches[0][k], v)
 
 
+@pytest.mark.tokenizer
 def test_documents_from_a_token_file_split_at_end_of_text(tmp_path, docs):
     from flax_embed.data import read_token_file, write_token_file
 

@@ -312,6 +312,7 @@ def test_bad_input_leaves_nothing(tmp_path, inputs, pre_existing, line):
 # --- one file: the job with one shard (tokenize_file) ------------------------------------
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("name", ["t.bin", "t.npy"])
 @pytest.mark.parametrize("eot", [True, False])
 @pytest.mark.parametrize("segment_bytes", [64, 1 << 20])  # many units (staged), or one per file
@@ -331,6 +332,7 @@ def test_a_single_file_holds_the_shards_ids(tmp_path, inputs, name, eot, segment
     assert sorted(p.name for p in target.parent.iterdir()) == expected  # no staging left
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("segment_bytes", [1 << 20, 1])
 def test_one_unit_is_written_in_place_several_are_staged_beside(tmp_path, segment_bytes,
                                                                monkeypatch):  # fmt: skip
@@ -361,6 +363,7 @@ def test_one_unit_is_written_in_place_several_are_staged_beside(tmp_path, segmen
     assert sorted(p.name for p in target.parent.iterdir()) == ["t.bin", "t.bin.json"]
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("name", ["t.bin", "t.npy"])
 @pytest.mark.parametrize("spec", ["gpt2", "bpe_tokenizer_json"])
 def test_staged_and_in_place_files_are_the_same_bytes(tmp_path, inputs, name, spec, request):
@@ -375,6 +378,7 @@ def test_staged_and_in_place_files_are_the_same_bytes(tmp_path, inputs, name, sp
     assert files[0] == files[1]
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("error", [KeyboardInterrupt, CorpusError])
 def test_a_failed_single_file_job_leaves_the_old_file_and_no_staging(tmp_path, inputs, error):
     paths, _ = inputs
@@ -393,6 +397,7 @@ def test_a_failed_single_file_job_leaves_the_old_file_and_no_staging(tmp_path, i
     assert {p.name: p.read_bytes() for p in target.parent.iterdir()} == before
 
 
+@pytest.mark.tokenizer
 def test_a_killed_runs_staging_folder_goes_with_the_next_write(tmp_path, inputs):
     import subprocess
     import sys
@@ -423,6 +428,7 @@ FOREIGN = {
 }
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("foreign", sorted(FOREIGN))
 @pytest.mark.parametrize("bad_input", [False, True])
 def test_a_folder_with_files_not_ours_is_refused_and_kept(tmp_path, inputs, foreign, bad_input):
@@ -442,6 +448,7 @@ def test_a_folder_with_files_not_ours_is_refused_and_kept(tmp_path, inputs, fore
     assert (out / foreign).read_text() == FOREIGN[foreign]
 
 
+@pytest.mark.tokenizer
 def test_files_not_named_like_ours_are_left_alone(tmp_path, inputs):
     paths, _ = inputs
     out = tmp_path / "o"
@@ -453,6 +460,7 @@ def test_files_not_named_like_ours_are_left_alone(tmp_path, inputs):
     assert len(first["shards"]) > 1 and not (out / "tokens-00001.bin").exists()
 
 
+@pytest.mark.tokenizer
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path, inputs):
     paths, _ = inputs
     out = tmp_path / "o"
@@ -473,6 +481,7 @@ def _edit_in_place(path, old, new):
     return st
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("verify_inputs", [False, True])
 def test_an_input_edited_in_place_is_tokenized_again(tmp_path, inputs, verify_inputs):
     paths, docs = inputs
@@ -489,6 +498,7 @@ def test_an_input_edited_in_place_is_tokenized_again(tmp_path, inputs, verify_in
                                   encode(ENDOFTEXT.join(docs)))  # fmt: skip
 
 
+@pytest.mark.tokenizer
 def test_a_failed_rerun_keeps_the_finished_output(tmp_path, inputs):
     paths, _ = inputs
     out = tmp_path / "o"
@@ -502,6 +512,7 @@ def test_a_failed_rerun_keeps_the_finished_output(tmp_path, inputs):
     assert len(SlidingWindowDataset.from_files(out, 4, 4)) == (manifest["tokens"] - 5) // 4 + 1
 
 
+@pytest.mark.tokenizer
 def test_a_killed_swap_is_finished_by_the_next_run(tmp_path, inputs, monkeypatch):
     paths, docs = inputs
     out = tmp_path / "o"
@@ -529,6 +540,7 @@ def test_a_killed_swap_is_finished_by_the_next_run(tmp_path, inputs, monkeypatch
     )
 
 
+@pytest.mark.tokenizer
 def test_an_output_folder_inside_an_input_folder_is_not_read_back(tmp_path):
     src = tmp_path / "d5"
     src.mkdir()
@@ -538,12 +550,14 @@ def test_an_output_folder_inside_an_input_folder_is_not_read_back(tmp_path):
     assert second == first and first["tokens"] == len(encode(ENDOFTEXT.join(DOCS)))
 
 
+@pytest.mark.tokenizer
 def test_inputs_beside_the_output_in_its_folder_are_read(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", DOCS)  # tokenize a.jsonl -o ./ from its folder
     first = tokenize_corpus([tmp_path / "a.jsonl"], tmp_path, shard_tokens=40)
     assert tokenize_corpus([tmp_path], tmp_path, shard_tokens=40) == first  # shards not read
 
 
+@pytest.mark.tokenizer
 def test_a_sidecar_edited_by_hand_is_repaired_by_a_rerun(tmp_path, inputs):
     paths, _ = inputs
     out = tmp_path / "o"
@@ -559,6 +573,7 @@ def test_a_sidecar_edited_by_hand_is_repaired_by_a_rerun(tmp_path, inputs):
     SlidingWindowDataset.from_files(out, 4, 4)
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize("damage", ["no sidecar", "incomplete", "truncated"])
 def test_a_damaged_work_part_is_redone(tmp_path, inputs, damage):
     paths, docs = inputs
@@ -590,6 +605,7 @@ def _edit_manifest(out, change):
     (out / MANIFEST).write_text(json.dumps(manifest))
 
 
+@pytest.mark.tokenizer
 def test_a_manifest_that_lists_a_shard_twice_is_refused(tmp_path, inputs):
     out = tmp_path / "o"
     tokenize_corpus(inputs[0], out, shard_tokens=60)
@@ -600,6 +616,7 @@ def test_a_manifest_that_lists_a_shard_twice_is_refused(tmp_path, inputs):
         SlidingWindowDataset.from_files(out, 4, 4)
 
 
+@pytest.mark.tokenizer
 def test_a_manifest_whose_total_disagrees_is_refused(tmp_path, inputs):
     out = tmp_path / "o"
     tokenize_corpus(inputs[0], out, shard_tokens=60)
@@ -609,6 +626,7 @@ def test_a_manifest_whose_total_disagrees_is_refused(tmp_path, inputs):
         SlidingWindowDataset.from_files(out, 4, 4)
 
 
+@pytest.mark.tokenizer
 def test_a_shard_symlinked_outside_the_folder_is_refused(tmp_path, inputs):
     out = tmp_path / "o"
     tokenize_corpus(inputs[0], out, shard_tokens=60)
@@ -662,6 +680,7 @@ def test_a_state_is_refused_over_another_corpus_or_windows(tmp_path, other, suff
     Batcher(same, batch_size=2, shuffle=True, seed=3).iterate(1).set_state(state)
 
 
+@pytest.mark.tokenizer
 def test_a_state_saved_over_a_manifest_is_refused_over_another(tmp_path, inputs):
     paths, _ = inputs
     tokenize_corpus(paths, tmp_path / "a", shard_tokens=60)

@@ -353,6 +353,7 @@ def test_iterating_a_large_file_keeps_resident_memory_bounded(tmp_path):
     assert grown < 96
 
 
+@pytest.mark.tokenizer
 @pytest.mark.parametrize(
     ("edit", "match"),
     [

@@ -32,12 +32,14 @@ def assert_all_pass(rows):
             assert row.bit_identical and row.max_abs_diff == 0.0, row
 
 
+@pytest.mark.tokenizer
 def test_rows_equal_grains_three_packers():
     rows = pk.grain_rows(BACKEND, docs=pk.packing_corpus(600))
     assert {r.check.split()[1] for r in rows} == {"first_fit", "best_fit", "concat_split"}
     assert_all_pass(rows)
 
 
+@pytest.mark.tokenizer
 def test_positions_equal_hf_flattening_collator():
     assert_all_pass(pk.hf_flattening_rows(BACKEND, num_rows=50))
 
@@ -47,27 +49,32 @@ def nothing_changes():
     return pk.changes_nothing_rows(BACKEND, num_rows=2)
 
 
+@pytest.mark.tokenizer
 def test_packing_changes_nothing(nothing_changes):
     assert len(nothing_changes) == 5
     assert_all_pass(nothing_changes)
 
 
+@pytest.mark.tokenizer
 def test_positions_that_do_not_restart_fail_the_embedding_and_rope_rows():
     rows = pk.changes_nothing_rows(BACKEND, positions_key="counting", num_rows=2)
     failed = {r.check.split(": ")[1].split(" (")[0] for r in rows if not r.passed}
     assert failed >= {"learned embedding", "sinusoidal embedding", "RoPE q", "RoPE k"}
 
 
+@pytest.mark.tokenizer
 def test_a_leaking_mask_fails_the_attention_row():
     rows = pk.changes_nothing_rows(BACKEND, mask_fn=leaky_mask, num_rows=2)
     (attention,) = [r for r in rows if "attention" in r.check]
     assert not attention.passed
 
 
+@pytest.mark.tokenizer
 def test_hf_llama_attention_with_packed_position_ids_matches():
     assert_all_pass(pk.hf_llama_rows(BACKEND, num_rows=1))
 
 
+@pytest.mark.tokenizer
 def test_a_leaking_mask_fails_the_hf_llama_row():
     (row,) = pk.hf_llama_rows(BACKEND, mask_fn=leaky_mask, num_rows=1)
     assert not row.passed
