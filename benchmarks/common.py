@@ -219,6 +219,18 @@ def sample_text() -> str:
     return read_text(None)
 
 
+def sample_documents(min_chars: int) -> list[str]:
+    """The sample text cut at paragraph ends into ~4 KB documents, repeated to ``min_chars``."""
+    text = sample_text()
+    docs, start = [], 0
+    while start < len(text):
+        end = text.find("\n\n", start + 4000)
+        end = len(text) if end < 0 else end + 2
+        docs.append(text[start:end])
+        start = end
+    return docs * -(-min_chars // sum(map(len, docs)))
+
+
 def corpus_ids(num_tokens: int) -> np.ndarray:
     """``num_tokens`` real GPT-2 ids: the sample text's ids, repeated (int32)."""
     from flax_embed.tokenizer import encode

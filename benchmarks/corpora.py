@@ -29,22 +29,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Row, emit, fmt_time, interleaved, measure_in_fork, sample_text, section_main
+from common import (
+    Row,
+    emit,
+    fmt_time,
+    interleaved,
+    measure_in_fork,
+    sample_documents,
+    section_main,
+)
 
 SECTION = "corpora"
-
-
-def documents(min_chars: int) -> list[str]:
-    """The sample text cut at paragraph ends into ~4 KB documents, repeated to ``min_chars``."""
-    text = sample_text()
-    docs, start = [], 0
-    while start < len(text):
-        end = text.find("\n\n", start + 4000)
-        end = len(text) if end < 0 else end + 2
-        docs.append(text[start:end])
-        start = end
-    total = sum(map(len, docs))
-    return docs * -(-min_chars // total)
 
 
 def bench(quick: bool) -> None:
@@ -66,7 +61,7 @@ def bench(quick: bool) -> None:
     size = 200_000 if quick else 40_000_000
     rounds = 3
     workers = default_workers()
-    docs = documents(size)
+    docs = sample_documents(size)
     text = ENDOFTEXT.join(docs)
     text_mb = sum(map(len, (d.encode() for d in docs))) / 1e6
     tokenizer = gpt2_tokenizer()

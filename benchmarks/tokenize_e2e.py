@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, Row, emit, fmt_bytes, fmt_time, sample_text
+from common import REPO, Row, emit, fmt_bytes, fmt_time, sample_documents, sample_text
 
 SECTION = "tokenize-e2e"
 SEP = "<|endoftext|>"
@@ -96,18 +96,6 @@ for k, ids in enumerate(ds["ids"]):
     pos += len(ids)
 arr.flush()
 """
-
-
-def documents(min_chars: int) -> list[str]:
-    """The sample text cut at paragraph ends into ~4 KB documents, repeated to ``min_chars``."""
-    text = sample_text()
-    docs, start = [], 0
-    while start < len(text):
-        end = text.find("\n\n", start + 4000)
-        end = len(text) if end < 0 else end + 2
-        docs.append(text[start:end])
-        start = end
-    return docs * -(-min_chars // sum(map(len, docs)))
 
 
 def train_tokenizer_json(path: Path) -> Path:
@@ -171,7 +159,7 @@ def bench(quick: bool, tokenizer_json: str | None = None) -> None:
     workers = default_workers()
     py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="bench-tokenize-e2e-"))
-    docs = documents(size)
+    docs = sample_documents(size)
     txt, jsonl = tmp / "corpus.txt", tmp / "corpus.jsonl"
     txt.write_text(SEP.join(docs), encoding="utf-8")
     with open(jsonl, "w", encoding="utf-8") as f:
