@@ -13,7 +13,6 @@ The pipeline, one subpackage a stage (imports go one way, left to right)::
 """
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 # Loaded on first use (PEP 562), so that ``import flax_embed.data`` and ``flax-embed
@@ -71,7 +70,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the names, eagerly
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
+    if name == "__version__":  # importlib.metadata takes 40 ms to import: not at start-up
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("flax-embed")
+        except PackageNotFoundError:  # running from a checkout that was never installed
+            value = "0+unknown"
+    elif name in _SUBMODULES:
         value = importlib.import_module(f"flax_embed.{name}")
     elif name in _NAMES:
         value = getattr(importlib.import_module(_NAMES[name]), name)
@@ -84,11 +90,6 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
-
-try:
-    __version__ = version("flax-embed")
-except PackageNotFoundError:  # running from a checkout that was never installed
-    __version__ = "0+unknown"
 
 # What ``from flax_embed import *`` gives: the curated names, never the subpackages
 # (``nnx`` would shadow ``flax.nnx``), each defined in one module and documented there.

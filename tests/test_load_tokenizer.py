@@ -255,7 +255,9 @@ def metaspace_first_json(tmp_path_factory, sample_text):
 
 @pytest.mark.parametrize("fixture", ["bpe_tokenizer_json", "big_tokenizer_json",
                                      "metaspace_first_json"])  # fmt: skip
-def test_chunks_cut_before_the_separator_give_the_librarys_ids(fixture, request, sample_text):
+@pytest.mark.parametrize("processes", [False, True])
+def test_chunks_cut_before_the_separator_give_the_librarys_ids(fixture, processes, request,
+                                                               sample_text):  # fmt: skip
     from tokenizers import Tokenizer
 
     from flax_embed.data.parallel_tokenize import encode_parallel
@@ -264,8 +266,24 @@ def test_chunks_cut_before_the_separator_give_the_librarys_ids(fixture, request,
     tok = load_tokenizer(path)
     joined = tok.separator.join(sample_text.split("\n\n")[:100] + DOCS)
     expected = Tokenizer.from_file(str(path)).encode(joined, add_special_tokens=False).ids
-    got = encode_parallel(joined, chunk_chars=16, workers=2, tokenizer=tok)
+    got = encode_parallel(joined, chunk_chars=16, workers=2, tokenizer=tok, processes=processes)
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("fixture", ["bpe_tokenizer_json", "big_tokenizer_json",
+                                     "metaspace_first_json"])  # fmt: skip
+def test_one_encode_of_joined_documents_gives_the_librarys_ids(fixture, request, sample_text):
+    # Where documents are independent, encode() encodes each one alone (one batch call) and
+    # joins them by the separator's id; else the text in one call. Either way: the library's
+    # ids for the whole text, separators at its ends and side by side included.
+    from tokenizers import Tokenizer
+
+    path = request.getfixturevalue(fixture)
+    tok = load_tokenizer(path)
+    sep = tok.separator
+    joined = sep + sep.join(sample_text.split("\n\n")[:100] + DOCS + ["", ""]) + sep
+    expected = Tokenizer.from_file(str(path)).encode(joined, add_special_tokens=False).ids
+    np.testing.assert_array_equal(tok.encode(joined), expected)
 
 
 def test_a_tokenizer_that_starts_the_text_apart_runs_as_one_unit(metaspace_first_json, tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from flax_embed.cli._common import CLIError, int_option, write_error
 from flax_embed.data.corpus import DEFAULT_FIELD, CorpusError
-from flax_embed.data.parallel_tokenize import default_workers
+from flax_embed.data.parallel_tokenize import WorkerDiedError, default_workers
 from flax_embed.data.shards import (
     DEFAULT_SHARD_TOKENS,
     OutputError,
@@ -37,7 +37,7 @@ __all__ = ["MAX_WORKERS", "PROGRESS_MIN_BYTES", "add_parser", "run"]
 PROGRESS_MIN_BYTES = 4 << 20
 """Inputs of at least this many bytes in all get a progress bar (on stderr)."""
 MAX_WORKERS = 1024
-"""The most threads ``--workers`` takes."""
+"""The most worker processes ``--workers`` takes."""
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -88,7 +88,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--workers",
         type=int_option(1, MAX_WORKERS),
         default=None,
-        help=f"threads, 1 to {MAX_WORKERS} (default: the number of cores)",
+        help=f"worker processes, 1 to {MAX_WORKERS} (default: the number of cores)",
     )
     tokenize.add_argument(
         "--no-eot",
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             manifest = tokenize_file(args.corpus, out, **options)
     except (CorpusError, TokenizerError, TokenizerUnavailableError, OutputError,
-            TokenFileError) as e:  # fmt: skip
+            TokenFileError, WorkerDiedError) as e:  # fmt: skip
         raise CLIError(str(e)) from None
     except OSError as e:
         raise write_error(getattr(e, "filename", None) or out, e) from None

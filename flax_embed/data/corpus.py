@@ -715,11 +715,13 @@ def segment_pieces(
         if not eot:
             yield from _text_pieces(seg, progress)
             return
-        tail = ""  # the text before a piece in which a separator may begin
+        keep = len(separator) - 1  # a separator may start this many characters before a piece
+        tail = ""  # the last ``keep`` characters so far
         for piece in _text_pieces(seg, progress):
-            text = tail + piece
-            counter._inside(text.count(separator))
-            tail = text[max(0, len(text) - len(separator) + 1) :] if len(separator) > 1 else ""
+            # The separators inside the piece, and those across its start (not a copy of it).
+            seam = tail + piece[:keep]
+            counter._inside(piece.count(separator) + seam.count(separator))
+            tail = (tail + piece)[-keep:] if len(piece) < keep else piece[len(piece) - keep :]
             yield piece
         return
     read = {"jsonl": _jsonl_documents, "parquet": _parquet_documents, "hf": _hf_documents}

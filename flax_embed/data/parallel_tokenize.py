@@ -42,21 +42,36 @@ property tests, and that the boundaries right *after* a whitespace run are not s
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import itertools
+import multiprocessing
+import multiprocessing.context
 import os
 import re
+import signal
+import sys
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
 from flax_embed._validation import check_positive_int
-from flax_embed.tokenizer import ENDOFTEXT, Tokenizer, encode, gpt2_tokenizer
+from flax_embed.tokenizer import (
+    ENDOFTEXT,
+    GPT2_VOCAB_SIZE,
+    Tokenizer,
+    encode,
+    gpt2_tokenizer,
+    id_dtype,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_CHARS",
+    "WorkerDiedError",
     "chunk_boundaries",
     "default_workers",
     "encode_parallel",
@@ -155,6 +170,10 @@ def _encoder(bpe_dir) -> Callable[[str], np.ndarray]:
     return encode_chunk
 
 
+class WorkerDiedError(RuntimeError):
+    """A worker process of ``iter_encode_parallel(processes=True)`` ended without its result."""
+
+
 def iter_encode_parallel(
     pieces: Iterable[str],
     *,
@@ -162,6 +181,7 @@ def iter_encode_parallel(
     bpe_dir: str | os.PathLike[str] | None = None,
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
     tokenizer: Tokenizer | None = None,
+    processes: bool = False,
 ) -> Iterator[np.ndarray]:
     """Encodes the concatenation of ``pieces`` as it streams in, on ``workers`` threads.
 
@@ -173,35 +193,125 @@ def iter_encode_parallel(
     Args:
       tokenizer: a ``load_tokenizer`` tokenizer (then ``bpe_dir`` is not used); the ids
         equal its ``encode("".join(pieces))``. Default: GPT-2 (``gpt2_tokenizer(bpe_dir)``).
+      processes: encode on ``workers`` processes instead of threads (``flax-embed
+        tokenize`` does). tiktoken's encoder releases the GIL, yet two of its threads in one
+        process contend and cost far more CPU than one call (benchmarks/tokenize_e2e.py);
+        two processes do not. The processes are forked where that is safe (Linux, no other
+        Python thread, JAX not loaded), else started by ``forkserver`` or ``spawn``; they
+        ignore SIGINT (the caller's Ctrl-C stops them) and end with the iteration. A text
+        of one chunk is encoded here, without starting any.
 
     Yields:
-      int32 id arrays, in order (int64 for a vocabulary past 2**31 ids).
+      int32 id arrays, in order (int64 for a vocabulary past 2**31 ids); with
+      ``processes``, arrays of the token files' dtype (``id_dtype``: ``uint16`` for GPT-2).
     """
     workers = default_workers() if workers is None else check_positive_int("workers", workers)
     chunk_chars = check_positive_int("chunk_chars", chunk_chars)
     encode_chunk = _encoder(bpe_dir) if tokenizer is None else tokenizer.encode
     next_boundary = _boundary_rule(tokenizer)
-    if workers == 1:
-        for chunk in _chunks(pieces, chunk_chars, next_boundary):
-            yield encode_chunk(chunk)
+    chunks = _chunks(pieces, chunk_chars, next_boundary)
+    head = list(itertools.islice(chunks, 2))
+    if workers == 1 or len(head) < 2:  # one worker, or one chunk: no pool to start
+        dtype = _worker_dtype(tokenizer) if processes else None
+        for chunk in itertools.chain(head, chunks):
+            yield encode_chunk(chunk) if dtype is None else encode_chunk(chunk).astype(dtype)
         return
     # Chunks are submitted as soon as they are cut, across piece boundaries, with up to
-    # IN_FLIGHT_PER_WORKER chunks per thread queued: the threads keep encoding while
+    # IN_FLIGHT_PER_WORKER chunks per worker queued: the workers keep encoding while
     # this thread reads and cuts the next piece and the caller writes the ids, instead
     # of idling at the end of every piece (see benchmarks/corpora.py).
     in_flight: collections.deque = collections.deque()
     limit = IN_FLIGHT_PER_WORKER * workers
-    with ThreadPoolExecutor(workers) as pool:
-        try:
-            for chunk in _chunks(pieces, chunk_chars, next_boundary):
-                in_flight.append(pool.submit(encode_chunk, chunk))
-                while len(in_flight) >= limit or (in_flight and in_flight[0].done()):
-                    yield in_flight.popleft().result()
-            while in_flight:
+    if processes:
+        pool: Executor = ProcessPoolExecutor(
+            workers, mp_context=_process_context(), initializer=_start_worker,
+            initargs=(tokenizer, None if bpe_dir is None else os.fspath(bpe_dir)))  # fmt: skip
+        submit = functools.partial(pool.submit, _encode_in_worker)
+    else:
+        pool = ThreadPoolExecutor(workers)
+        submit = functools.partial(pool.submit, encode_chunk)
+    finished = False
+    try:
+        for chunk in itertools.chain(head, chunks):
+            in_flight.append(submit(chunk))
+            while len(in_flight) >= limit or (in_flight and in_flight[0].done()):
                 yield in_flight.popleft().result()
-        finally:
-            for future in in_flight:
-                future.cancel()
+        while in_flight:
+            yield in_flight.popleft().result()
+        finished = True
+    except BrokenProcessPool:
+        raise WorkerDiedError(
+            "a tokenizer worker process died (killed, or out of memory?); run again, with "
+            "fewer --workers if memory is short"
+        ) from None
+    finally:
+        for future in in_flight:
+            future.cancel()
+        if finished or not processes:
+            pool.shutdown(wait=True)
+        else:  # an error, an interrupt or a consumer that stopped: do not wait for the chunks
+            _stop_processes(pool)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """``fork`` where it is safe and cheap (the workers share the loaded tokenizer), else
+    ``forkserver`` (POSIX) or ``spawn``.
+
+    A fork copies one thread: one holding a lock in another Python thread, or a JAX
+    process (JAX warns), is not forked.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if (
+        sys.platform == "linux"
+        and "fork" in methods
+        and threading.active_count() == 1
+        and "jax" not in sys.modules
+    ):
+        return multiprocessing.get_context("fork")
+    if "forkserver" not in methods:
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Workers forked from a server that has this module (and tiktoken) loaded start faster;
+    # this only adds to what a server not started yet loads.
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+_worker_encode: Callable[[str], np.ndarray] | None = None
+"""A worker process's encoder (``_start_worker``)."""
+
+
+def _start_worker(tokenizer: Tokenizer | None, bpe_dir: str | None) -> None:
+    global _worker_encode
+    # Ctrl-C reaches the whole process group: the parent stops the workers, which must not
+    # die on it first (each would print a traceback).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # One core per worker: the tokenizers library's own threads would oversubscribe them.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    encode = _encoder(bpe_dir) if tokenizer is None else tokenizer.encode
+    dtype = _worker_dtype(tokenizer)
+    _worker_encode = lambda chunk: encode(chunk).astype(dtype)  # noqa: E731
+
+
+def _worker_dtype(tokenizer: Tokenizer | None) -> np.dtype:
+    """The ids travel back from the workers in the token files' dtype: half the bytes of int32
+    for GPT-2."""
+    return id_dtype(GPT2_VOCAB_SIZE if tokenizer is None else tokenizer.n_vocab)
+
+
+def _encode_in_worker(chunk: str) -> np.ndarray:
+    assert _worker_encode is not None, "not a worker process"
+    return _worker_encode(chunk)
+
+
+def _stop_processes(pool: Executor) -> None:
+    """Ends a process pool now: its workers are killed, not waited for, then the pool is shut
+    down (its queues closed: no semaphore is left to ``multiprocessing``'s tracker)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _chunks(
@@ -252,6 +362,7 @@ def encode_parallel(
     bpe_dir: str | os.PathLike[str] | None = None,
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
     tokenizer: Tokenizer | None = None,
+    processes: bool = False,
 ) -> np.ndarray:
     """``encode(text)`` on ``workers`` threads: the same ids, faster on long texts.
 
@@ -269,12 +380,17 @@ def encode_parallel(
       chunk_chars: the least characters per chunk (see ``chunk_boundaries``); texts
         shorter than two chunks are encoded in one call.
       tokenizer: as in ``iter_encode_parallel`` (default: GPT-2).
+      processes: as in ``iter_encode_parallel``: worker processes instead of threads.
 
     Returns:
-      The GPT-2 token ids, an int32 array of shape ``(N,)``.
+      The token ids, an int32 array of shape ``(N,)`` (with ``processes``: the token
+      files' dtype, ``uint16`` for GPT-2).
     """
     if not isinstance(text, str):
         raise TypeError(f"encode_parallel() takes a str, got {type(text).__name__}")
     parts = list(iter_encode_parallel([text], workers=workers, bpe_dir=bpe_dir,
-                                      chunk_chars=chunk_chars, tokenizer=tokenizer))  # fmt: skip
-    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+                                      chunk_chars=chunk_chars, tokenizer=tokenizer,
+                                      processes=processes))  # fmt: skip
+    if parts:
+        return np.concatenate(parts)
+    return np.zeros(0, _worker_dtype(tokenizer) if processes else np.int32)

@@ -59,6 +59,7 @@ import bisect
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import operator
@@ -209,7 +210,9 @@ def run_unit(job: UnitJob, progress: Callable[[int], object] | None = None) -> d
     found: list[np.ndarray] = []  # where the separator's id is, in the unit's ids
     recorded = None if tok is None else tok.recorded_identity  # the sidecar of a file's one unit
     with TokenFileWriter(job.part, vocab_size=job.vocab_size, tokenizer=recorded) as writer:
-        for ids_N in iter_encode_parallel(pieces, workers=job.workers, tokenizer=tok):
+        for ids_N in iter_encode_parallel(
+            pieces, workers=job.workers, tokenizer=tok, processes=True
+        ):
             if job.eot and job.index:
                 found.append(np.flatnonzero(ids_N == separator_id) + writer.count)
             writer.write(ids_N)
@@ -359,7 +362,7 @@ class Runner(Protocol):
     """
 
     workers: int
-    """Threads each unit is tokenized on (``UnitJob.workers``): 1 where a runner runs units
+    """Worker processes each unit is tokenized on (``UnitJob.workers``): 1 where a runner runs units
     side by side (Ray: one task per CPU)."""
 
     def run_units(
@@ -378,7 +381,8 @@ class Runner(Protocol):
 
 
 class LocalRunner:
-    """Runs the units one after the other in this process, each on ``workers`` threads."""
+    """Runs the units one after the other, each on ``workers`` worker processes
+    (``iter_encode_parallel(processes=True)``)."""
 
     def __init__(self, workers: int | None = None):
         self.workers: int = default_workers() if workers is None else check_positive_int(
@@ -607,10 +611,17 @@ def _valid(path: Path, record: dict | None) -> bool:
 
 
 def _progress_bar(total: int, unit: str, enabled: bool):
+    return _bar_class()(total=total, unit=unit, unit_scale=unit == "B", desc="tokenize",
+                        file=sys.stderr, disable=not enabled)  # fmt: skip
+
+
+@functools.cache
+def _bar_class() -> type:
+    """tqdm without its monitor thread: the workers are forked only from a process with no
+    other thread (``parallel_tokenize._process_context``)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc="tokenize",
-                file=sys.stderr, disable=not enabled)  # fmt: skip
+    return type("ProgressBar", (tqdm,), {"monitor_interval": 0})
 
 
 # --- the output folder: lock and ownership ------------------------------------------------
@@ -783,7 +794,7 @@ def tokenize_corpus(
       shard_tokens: tokens per shard (the last one may hold fewer).
       field: the JSON / Parquet / Arrow field that holds each document's text.
       eot: join documents with ``<|endoftext|>`` (else with nothing: one unit of work).
-      workers: threads per unit (local runner).
+      workers: worker processes per unit (local runner).
       runner: ``LocalRunner(workers)`` by default, or ``ray_tokenize.RayRunner(...)``.
       segment_bytes: input bytes per unit of work.
       progress: show a tqdm bar of the input bytes (and one of the shards) on stderr;

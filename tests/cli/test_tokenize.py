@@ -1,7 +1,9 @@
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -365,3 +367,42 @@ def test_a_sigterm_that_a_library_turned_into_keyboardinterrupt_is_still_143(
     code, _, err = run(capsys, corpus[0], "-o", tmp_path / "t.npy")
     assert code == 143
     assert err == "flax-embed tokenize: terminated (SIGTERM); no output was left half-written\n"
+
+
+@pytest.mark.tokenizer  # the CLI in a subprocess: its error is in its stderr
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_process_group_stops_the_workers_cleanly(tmp_path, sig):
+    # Ctrl-C (or a TERM to the group) reaches the worker processes too: they must neither die
+    # with a traceback nor outlive the command, which prints its one line.
+    from flax_embed.data.samples import sample_text
+    from tests.faults.conftest import child_env, session_processes
+
+    corpus = tmp_path / "big.txt"
+    corpus.write_text((sample_text() + ENDOFTEXT) * 3_000, encoding="utf-8")  # 60 MB
+    out = tmp_path / "tokens.bin"
+    argv = [sys.executable, "-m", "flax_embed", "tokenize", str(corpus), "-o", str(out),
+            "--workers", "2"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=child_env(), start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while len(session_processes(proc.pid)) < 3:  # the command and its two workers
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no worker processes in 60 s"
+            time.sleep(0.005)
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=60)
+        word = "interrupted" if sig == signal.SIGINT else "terminated"
+        assert proc.returncode == 128 + sig, err
+        assert err.decode().splitlines()[-1:] == [
+            f"flax-embed tokenize: {word} ({sig.name}); no output was left half-written"
+        ], err.decode()[-3000:]
+        assert "Traceback" not in err.decode() and "leaked" not in err.decode()
+        assert session_processes(proc.pid) == []
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in session_processes(proc.pid):
+            os.kill(pid, signal.SIGKILL)

@@ -1,12 +1,17 @@
 import itertools
+import multiprocessing
 import os
+import signal
+import threading
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flax_embed.data import parallel_tokenize
 from flax_embed.data.parallel_tokenize import (
+    WorkerDiedError,
     chunk_boundaries,
     default_workers,
     encode_parallel,
@@ -134,3 +139,62 @@ def test_non_str_input():
         encode_parallel(b"bytes")
     with pytest.raises(TypeError, match="pieces must be str"):
         list(iter_encode_parallel(["ok", b"bytes"]))
+
+
+# --- worker processes (processes=True: what flax-embed tokenize runs) ----------------------
+
+
+@pytest.mark.tokenizer
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # JAX's, if another test loaded it
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_worker_processes_give_the_same_ids(verdict_text, monkeypatch, method):
+    # Both ways the workers start: forked (sharing the loaded tokenizer), or from a server.
+    context = multiprocessing.get_context(method)
+    monkeypatch.setattr(parallel_tokenize, "_process_context", lambda: context)
+    text = (verdict_text + ENDOFTEXT) * 4
+    ids = encode_parallel(text, workers=2, chunk_chars=10_000, processes=True)
+    assert ids.dtype == np.uint16  # the token files' dtype: half the bytes through the pipe
+    np.testing.assert_array_equal(ids, encode(text))
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.tokenizer
+@pytest.mark.parametrize("workers", [1, 2])
+def test_worker_processes_give_the_token_files_dtype_for_any_worker_count(workers):
+    ids = encode_parallel("Hello, world. " * 50, workers=workers, chunk_chars=16, processes=True)
+    assert ids.dtype == np.uint16
+    assert encode_parallel("", workers=workers, processes=True).dtype == np.uint16
+
+
+def test_workers_are_not_forked_beside_another_thread():
+    # A fork copies one thread: a lock held by another one would stay held in the child.
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert parallel_tokenize._process_context().get_start_method() != "fork"
+    finally:
+        release.set()
+        other.join()
+
+
+@pytest.mark.tokenizer
+def test_stopping_early_ends_the_worker_processes(verdict_text):
+    stream = iter_encode_parallel([verdict_text * 4], workers=2, chunk_chars=1_000,
+                                  processes=True)  # fmt: skip
+    next(stream)
+    assert multiprocessing.active_children()
+    stream.close()
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.tokenizer
+def test_a_killed_worker_is_one_clear_error(verdict_text):
+    stream = iter_encode_parallel([verdict_text * 8], workers=2, chunk_chars=1_000,
+                                  processes=True)  # fmt: skip
+    next(stream)
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGKILL)
+    with pytest.raises(WorkerDiedError, match="worker process died"):
+        list(stream)
+    assert not multiprocessing.active_children()

@@ -215,22 +215,6 @@ def test_ray_equals_local_for_a_tokenizer_json(cluster, inputs, tmp_path, fixtur
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
 
 
-def _session_processes(session: int) -> list[int]:
-    """The live (not zombie) processes of ``session``, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":  # state, ppid, pgrp, session
-            found.append(int(entry))
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.tokenizer  # the CLI in a subprocess: its error is in its stderr
 @pytest.mark.parametrize(
@@ -242,7 +226,7 @@ def _session_processes(session: int) -> list[int]:
 )
 def test_an_interrupted_ray_run_stops_the_ray_it_started(tmp_path, sig, stage, group):
     from flax_embed.data.samples import sample_text
-    from tests.faults.conftest import child_env
+    from tests.faults.conftest import child_env, session_processes
 
     corpus = tmp_path / "c.jsonl"
     corpus.write_text((json.dumps({"text": sample_text()}) + "\n") * 300)  # 6 MB, 1.5M tokens
@@ -258,7 +242,7 @@ def test_an_interrupted_ray_run_stops_the_ray_it_started(tmp_path, sig, stage, g
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the job did not reach its stage in 120 s"
             time.sleep(0.005)
-        started = _session_processes(proc.pid)
+        started = session_processes(proc.pid)
         assert len(started) > 3  # the command, Ray's GCS, raylet, workers, agents
         if group:
             os.killpg(proc.pid, sig)
@@ -276,7 +260,7 @@ def test_an_interrupted_ray_run_stops_the_ray_it_started(tmp_path, sig, stage, g
         assert lines[-1:] == [ours] and lines.count(ours) == 1, lines
         assert all(RAY_LOG_LINE.match(line) for line in lines[:-1]), lines
         deadline = time.monotonic() + 10  # the command waited for them: none should be left
-        while (left := _session_processes(proc.pid)) and time.monotonic() < deadline:
+        while (left := session_processes(proc.pid)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert left == [], [Path(f"/proc/{p}/cmdline").read_bytes()[:100] for p in left]
         assert not (out / MANIFEST).exists()
@@ -284,7 +268,7 @@ def test_an_interrupted_ray_run_stops_the_ray_it_started(tmp_path, sig, stage, g
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid in _session_processes(proc.pid):  # only what this test started
+        for pid in session_processes(proc.pid):  # only what this test started
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -64,6 +64,22 @@ def run_cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
+def session_processes(session: int) -> list[int]:
+    """The live (not zombie) processes of ``session``, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":  # state, ppid, pgrp, session
+            found.append(int(entry))
+    return found
+
+
 def ours(folder: Path) -> list[str]:
     """The temporaries of ours in ``folder``."""
     return sorted(p.name for p in folder.iterdir() if TEMP_MARK in p.name)
