@@ -1,7 +1,8 @@
 """GPT-2 tokenization on every core, with ids identical to one ``encode`` call.
 
 The text is cut into chunks at *safe boundaries* and the chunks are encoded on a
-thread pool (tiktoken's Rust encoder releases the GIL). A boundary ``p`` is safe when
+thread pool (tiktoken's Rust encoder releases the GIL) or, as ``flax-embed tokenize``
+does, on worker processes (``processes=True``). A boundary ``p`` is safe when
 
     ``text[p]`` is one of ``' '``, ``'\\t'``, ``'\\n'``, ``'\\r'``, and
     ``text[p - 1]`` is a letter, mark, number, punctuation or symbol
@@ -242,7 +243,7 @@ def iter_encode_parallel(
     except BrokenProcessPool:
         raise WorkerDiedError(
             "a tokenizer worker process died (killed, or out of memory?); run again, with "
-            "fewer --workers if memory is short"
+            "fewer workers if memory is short"
         ) from None
     finally:
         for future in in_flight:

@@ -104,7 +104,7 @@ class RayRunner:
     """
 
     workers: int = 1
-    """Threads per task: Ray runs one task per CPU."""
+    """Workers per task: 1, each task encodes on its own CPU (Ray runs one task per CPU)."""
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
                  max_retries: int = 3):  # fmt: skip

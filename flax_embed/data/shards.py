@@ -362,8 +362,8 @@ class Runner(Protocol):
     """
 
     workers: int
-    """Worker processes each unit is tokenized on (``UnitJob.workers``): 1 where a runner runs units
-    side by side (Ray: one task per CPU)."""
+    """Worker processes each unit is tokenized on (``UnitJob.workers``): 1 where a runner
+    runs units side by side (Ray: one task per CPU)."""
 
     def run_units(
         self, jobs: Sequence[tuple[int, UnitJob]], progress: Callable[[int], object]
