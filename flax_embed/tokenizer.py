@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -126,14 +127,15 @@ def _encoding_from_folder(folder: Path, names: dict[str, str] | None = None) -> 
     names = names or {}
     _read_verified(folder, "vocab.bpe", names.get("vocab.bpe"))
     encoder = json.loads(_read_verified(folder, "encoder.json", names.get("encoder.json")))
-    # Each stand-in character to the byte it stands for, as a Latin-1 character: then one
-    # str.translate + encode per token (C loops, not a Python one per character).
+    # Each stand-in character to the byte it stands for, as a Latin-1 character: one
+    # str.translate and one encode of all the tokens joined (one character is one byte
+    # either way), then the bytes cut at the tokens' lengths (C loops, not Python ones).
     to_latin1 = {ord(ch): b for ch, b in _byte_decoder().items()}
-    ranks = {
-        token.translate(to_latin1).encode("latin-1"): rank
-        for token, rank in encoder.items()
-        if token not in (ENDOFTEXT, "<|startoftext|>")
-    }
+    tokens = [t for t in encoder if t not in (ENDOFTEXT, "<|startoftext|>")]
+    blob = "".join(tokens).translate(to_latin1).encode("latin-1")
+    ends = list(itertools.accumulate(map(len, tokens)))
+    starts = [0, *ends[:-1]]
+    ranks = {blob[a:b]: encoder[t] for t, a, b in zip(tokens, starts, ends, strict=True)}
     return tiktoken.Encoding(
         name="gpt2",
         pat_str=_GPT2_PATTERN,
