@@ -26,6 +26,7 @@ from flax_embed.data.shards import (
     DEFAULT_SHARD_TOKENS,
     OutputError,
     Runner,
+    RunnerError,
     tokenize_corpus,
     tokenize_file,
 )
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             manifest = tokenize_file(args.corpus, out, **options)
     except (CorpusError, TokenizerError, TokenizerUnavailableError, OutputError,
-            TokenFileError, WorkerDiedError) as e:  # fmt: skip
+            TokenFileError, WorkerDiedError, RunnerError) as e:  # fmt: skip
         raise CLIError(str(e)) from None
     except OSError as e:
         raise write_error(getattr(e, "filename", None) or out, e) from None

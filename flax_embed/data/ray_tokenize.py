@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from flax_embed.data.corpus import CorpusError
-from flax_embed.data.shards import ShardJob, UnitJob, run_shard, run_unit
+from flax_embed.data.shards import RunnerError, ShardJob, UnitJob, run_shard, run_unit
 from flax_embed.tokenizer import TokenizerError, TokenizerUnavailableError
 
 __all__ = ["CONNECT_TIMEOUT", "RayConnectError", "RayRunner", "check_address"]
@@ -55,18 +55,23 @@ CANCEL_WAIT_S = 60.0
 _ADDRESS = re.compile(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})")
 
 
-class RayConnectError(RuntimeError):
+class RayConnectError(RunnerError):
     """A Ray cluster cannot be reached; the message is one line naming the address."""
 
 
-def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
-    """Raises RayConnectError unless ``address`` is ``auto`` or a reachable ``[ray://]HOST:PORT``."""
+def check_address(address: str, timeout: float | None = CONNECT_TIMEOUT) -> None:
+    """Raises RayConnectError unless ``address`` is ``auto`` or a reachable ``[ray://]HOST:PORT``.
+
+    ``timeout=None`` checks the form only, without connecting.
+    """
     if address == "auto":
         return
     m = _ADDRESS.fullmatch(address)
     if not m or not 0 < int(m.group(3)) < 65536:
         raise RayConnectError(f"{address!r}: not a Ray address (HOST:PORT, ray://HOST:PORT "
                               "or auto)")  # fmt: skip
+    if timeout is None:
+        return
     host, port = m.group(2).strip("[]"), int(m.group(3))
     try:
         socket.create_connection((host, port), timeout=timeout).close()
@@ -108,9 +113,25 @@ class RayRunner:
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
                  max_retries: int = 3):  # fmt: skip
-        ray = _import_ray()
-        self._ray = ray
+        self._ray = _import_ray()
+        if address and address != "auto":
+            check_address(address, timeout=None)  # the form only: no connection yet
+        self._address, self._num_cpus = address, num_cpus
         self._owned = False
+        self._started = False
+        self.task_options = {"num_cpus": 1, "max_retries": max_retries,
+                             "retry_exceptions": [OSError]}  # fmt: skip
+
+    def start(self) -> None:
+        """Starts or joins Ray, once: the job calls it after checking its inputs, so that a bad
+        one is reported before Ray has started.
+
+        Raises:
+          RayConnectError: the cluster does not answer, or Ray cannot start (one line).
+        """
+        if self._started:
+            return
+        ray, address = self._ray, self._address
         if not ray.is_initialized():
             if address:
                 check_address(address)
@@ -121,8 +142,8 @@ class RayRunner:
                 if address:
                     ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
                 else:
-                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                             logging_level=logging.ERROR)  # fmt: skip
+                    ray.init(num_cpus=self._num_cpus, include_dashboard=False,
+                             log_to_driver=False, logging_level=logging.ERROR)  # fmt: skip
             except Exception as e:  # ConnectionError, RuntimeError, ValueError, ...
                 _shutdown(ray)
                 where = address or "a local Ray instance"
@@ -134,10 +155,9 @@ class RayRunner:
             finally:
                 _restore_signal_handlers(handlers)
             self._owned = True
-        self.task_options = {"num_cpus": 1, "max_retries": max_retries,
-                             "retry_exceptions": [OSError]}  # fmt: skip
         self._unit = ray.remote(**self.task_options)(_unit_task)
         self._shard = ray.remote(**self.task_options)(_shard_task)
+        self._started = True
 
     def _run(self, remote, jobs: Sequence[tuple[int, _Job]],
              done: Callable[[_Job], object]) -> Iterator[tuple[int, dict]]:  # fmt: skip
@@ -175,11 +195,17 @@ class RayRunner:
         self, jobs: Sequence[tuple[int, UnitJob]], progress: Callable[[int], object]
     ) -> Iterator[tuple[int, dict]]:
         """Runs ``jobs`` as tasks; reports a unit's input bytes to ``progress`` when it ends."""
+        if not jobs:
+            return iter(())
+        self.start()
         return self._run(self._unit, jobs,
                          lambda job: progress(sum(s.nbytes for s in job.segments)))  # fmt: skip
 
     def run_shards(self, jobs: Sequence[tuple[int, ShardJob]]) -> Iterator[tuple[int, dict]]:
         """Runs ``jobs`` as tasks."""
+        if not jobs:
+            return iter(())
+        self.start()
         return self._run(self._shard, jobs, lambda job: None)
 
     def close(self) -> None:

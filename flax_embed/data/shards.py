@@ -122,6 +122,7 @@ __all__ = [
     "LocalRunner",
     "OutputError",
     "Runner",
+    "RunnerError",
     "ShardedTokenDataset",
     "file_sha256",
     "manifest_tokenizer",
@@ -154,6 +155,11 @@ _WORK_FILE = re.compile(
     r"(plan|commit)\.json|documents\.npy"
     r"|(part|tokens|shard)-\d{5,}\.(bin|bin\.json|done\.json|docs\.npy)"
 )
+
+
+class RunnerError(RuntimeError):
+    """A runner cannot start or reach its workers (a Ray cluster that does not answer); one
+    line."""
 
 
 class OutputError(ValueError):
@@ -365,6 +371,11 @@ class Runner(Protocol):
     """Worker processes each unit is tokenized on (``UnitJob.workers``): 1 where a runner
     runs units side by side (Ray: one task per CPU)."""
 
+    def start(self) -> None:
+        """Starts what the runner runs on (a Ray instance), once; a job calls it after
+        checking its inputs. Raises ``RunnerError`` (one line) if it cannot."""
+        ...
+
     def run_units(
         self, jobs: Sequence[tuple[int, UnitJob]], progress: Callable[[int], object]
     ) -> Iterator[tuple[int, dict]]:
@@ -387,6 +398,9 @@ class LocalRunner:
     def __init__(self, workers: int | None = None):
         self.workers: int = default_workers() if workers is None else check_positive_int(
             "workers", workers)  # fmt: skip
+
+    def start(self) -> None:
+        pass  # the worker processes start with each unit
 
     def run_units(
         self, jobs: Sequence[tuple[int, UnitJob]], progress: Callable[[int], object]
@@ -826,6 +840,7 @@ def tokenize_corpus(
                         eot=eot, segment_bytes=segment_bytes, verify_inputs=verify_inputs,
                         tok=tok)  # fmt: skip
     _refuse_other_tokenizer(out, tok.identity)
+    runner.start()  # after the inputs are checked: a bad one is reported before Ray starts
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -890,6 +905,7 @@ def tokenize_file(
     plan, units = _plan(inputs, [target, sidecar_path(target)], shard_tokens=None, field=field,
                         eot=eot, segment_bytes=segment_bytes, verify_inputs=False,
                         tok=tok)  # fmt: skip
+    runner.start()
     remove_stale_temps(target)
     work = temp_path(target)
     try:

@@ -406,3 +406,14 @@ def test_a_signal_to_the_process_group_stops_the_workers_cleanly(tmp_path, sig):
             proc.wait()
         for pid in session_processes(proc.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
+def test_ray_is_started_only_after_the_inputs_are_checked(tmp_path, capsys):
+    # A bad input is reported at once, not after Ray has started (seconds) and stopped.
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("Ray is already running in this process")
+    code, _, err = run(capsys, tmp_path / "missing.jsonl", "-o", f"{tmp_path / 'out'}/", "--ray")
+    assert code == 2 and err.count("\n") == 1 and "missing.jsonl" in err, err
+    assert not ray.is_initialized()

@@ -118,6 +118,7 @@ def test_a_task_whose_worker_dies_is_retried(cluster, tmp_path, inputs):
 
     paths, docs = inputs
     runner = RayRunner()
+    runner.start()  # its task functions exist from here: one is replaced below
     marker = tmp_path / "crashed-once"
     remote = ray.remote(**runner.task_options)(crash_once)
 
