@@ -88,6 +88,11 @@ def _stream_text(nb) -> str:
     )
 
 
+# Each notebook runs end to end in a Jupyter kernel (half a minute of the 2-core VM): with
+# the benchmark harness, in `python -m pytest -m harness`, which CI runs after the default run.
+pytestmark = pytest.mark.harness
+
+
 @pytest.fixture(scope="module", params=sorted(NOTEBOOKS))
 def executed(request, tmp_path_factory):
     """``(Notebook, executed notebook, workdir)``; any failing cell fails the tests."""
