@@ -829,6 +829,8 @@ def tokenize_corpus(
       OutputError: ``out_dir`` holds a ``manifest.json``, ``.work`` or shard-named file
         this command did not write, or another run holds its lock.
       OSError: the output cannot be written (``.work`` is kept: re-run to resume).
+      RunnerError: the runner cannot start (a Ray cluster that does not answer); nothing
+        has been written.
     """
     shard_tokens = check_positive_int("shard_tokens", shard_tokens)
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer or "gpt2")
