@@ -122,11 +122,11 @@ def _runner(args: argparse.Namespace) -> Runner | None:
     """A ``RayRunner`` for ``--ray``/``--ray-address``; None: the job's local runner."""
     if not (args.ray or args.ray_address):
         return None
-    from flax_embed.data.ray_tokenize import RayConnectError, RayRunner
+    from flax_embed.data.ray_tokenize import RayRunner
 
     try:
         return RayRunner(address=args.ray_address)
-    except (ImportError, RayConnectError) as e:
+    except ImportError as e:  # a bad address is a RunnerError, which run() reports
         raise CLIError(str(e)) from None
 
 

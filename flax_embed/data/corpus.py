@@ -721,7 +721,7 @@ def segment_pieces(
             # The separators inside the piece, and those across its start (not a copy of it).
             seam = tail + piece[:keep]
             counter._inside(piece.count(separator) + seam.count(separator))
-            tail = (tail + piece)[-keep:] if len(piece) < keep else piece[len(piece) - keep :]
+            tail = (tail + piece[-keep:])[-keep:] if keep else ""
             yield piece
         return
     read = {"jsonl": _jsonl_documents, "parquet": _parquet_documents, "hf": _hf_documents}

@@ -208,14 +208,15 @@ def iter_encode_parallel(
     """
     workers = default_workers() if workers is None else check_positive_int("workers", workers)
     chunk_chars = check_positive_int("chunk_chars", chunk_chars)
-    encode_chunk = _encoder(bpe_dir) if tokenizer is None else tokenizer.encode
+    encode_chunk = _chunk_encoder(
+        tokenizer, bpe_dir, _worker_dtype(tokenizer) if processes else None
+    )
     next_boundary = _boundary_rule(tokenizer)
     chunks = _chunks(pieces, chunk_chars, next_boundary)
     head = list(itertools.islice(chunks, 2))
     if workers == 1 or len(head) < 2:  # one worker, or one chunk: no pool to start
-        dtype = _worker_dtype(tokenizer) if processes else None
         for chunk in itertools.chain(head, chunks):
-            yield encode_chunk(chunk) if dtype is None else encode_chunk(chunk).astype(dtype)
+            yield encode_chunk(chunk)
         return
     # Chunks are submitted as soon as they are cut, across piece boundaries, with up to
     # IN_FLIGHT_PER_WORKER chunks per worker queued: the workers keep encoding while
@@ -290,9 +291,16 @@ def _start_worker(tokenizer: Tokenizer | None, bpe_dir: str | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # One core per worker: the tokenizers library's own threads would oversubscribe them.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _worker_encode = _chunk_encoder(tokenizer, bpe_dir, _worker_dtype(tokenizer))
+
+
+def _chunk_encoder(tokenizer: Tokenizer | None, bpe_dir: str | os.PathLike[str] | None,
+                   dtype: np.dtype | None) -> Callable[[str], np.ndarray]:  # fmt: skip
+    """The tokenizer's encoder (default: GPT-2's); with ``dtype``, its ids cast to it."""
     encode = _encoder(bpe_dir) if tokenizer is None else tokenizer.encode
-    dtype = _worker_dtype(tokenizer)
-    _worker_encode = lambda chunk: encode(chunk).astype(dtype)  # noqa: E731
+    if dtype is None:
+        return encode
+    return lambda chunk: encode(chunk).astype(dtype)
 
 
 def _worker_dtype(tokenizer: Tokenizer | None) -> np.dtype:

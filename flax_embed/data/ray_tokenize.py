@@ -114,7 +114,7 @@ class RayRunner:
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
                  max_retries: int = 3):  # fmt: skip
         self._ray = _import_ray()
-        if address and address != "auto":
+        if address:
             check_address(address, timeout=None)  # the form only: no connection yet
         self._address, self._num_cpus = address, num_cpus
         self._owned = False
