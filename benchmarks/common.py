@@ -139,24 +139,26 @@ def markdown_table(rows: Sequence[Row]) -> str:
 # --- memory --------------------------------------------------------------------------------
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
+def status_kb(field: str, pid: int | str = "self") -> int:
+    """A ``/proc/PID/status`` field in kB (``VmRSS``, ``VmHWM``); OSError once the process is
+    gone, RuntimeError if it has no such field (a zombie)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
 def reset_peak_rss() -> int:
     """Resets this process's peak RSS (Linux ``clear_refs``); returns the current RSS in bytes."""
     with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
         f.write("5")
-    return _status_kb("VmRSS") * 1024
+    return status_kb("VmRSS") * 1024
 
 
 def peak_rss() -> int:
     """This process's peak RSS in bytes since start or the last ``reset_peak_rss``."""
-    return _status_kb("VmHWM") * 1024
+    return status_kb("VmHWM") * 1024
 
 
 def measure_in_fork(

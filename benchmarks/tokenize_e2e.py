@@ -38,7 +38,16 @@ import threading
 import time
 from pathlib import Path
 
-from common import REPO, Row, emit, fmt_bytes, fmt_time, sample_documents, sample_text
+from common import (
+    REPO,
+    Row,
+    emit,
+    fmt_bytes,
+    fmt_time,
+    sample_documents,
+    sample_text,
+    status_kb,
+)
 
 SECTION = "tokenize-e2e"
 SEP = "<|endoftext|>"
@@ -155,13 +164,9 @@ def _high_water(pid: int) -> int:
     across the ``exec``, so a small process reads as large as the harness.
     """
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        return status_kb("VmHWM", pid) * 1024
+    except (OSError, RuntimeError):  # gone, or a zombie
+        return 0
 
 
 def run_process(argv: list[str]) -> tuple[float, float, int, int]:
