@@ -46,45 +46,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_sigterm: list[int] = []
-"""Not empty once SIGTERM has arrived during the run (see ``main``)."""
+_received: list[int] = []
+"""The interrupt signals (SIGINT, SIGTERM) that arrived during the run (see ``main``)."""
+_in_hook = [False]
+"""True while ``_redeliver`` runs: an interrupt raised there would be lost too."""
+_timers: list[threading.Timer] = []
 
 
-def _terminate(signum: int, frame: object) -> None:
-    _sigterm.append(signum)
-    raise Terminated
+def _interrupt(signum: int, frame: object) -> None:
+    """The run's SIGINT and SIGTERM handler: raises KeyboardInterrupt, or ``Terminated``."""
+    _received.append(signum)
+    if _in_hook[0]:
+        _deliver_later(signum)
+        return
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def _deliver_later(signum: int) -> None:
+    """Sends ``signum`` to the main thread again, from another thread, a moment from now."""
+    timer = threading.Timer(0.001, signal.pthread_kill, (threading.main_thread().ident, signum))
+    timer.daemon = True
+    _timers.append(timer)
+    timer.start()
 
 
 def _redeliver(unraisable) -> None:
-    """``sys.unraisablehook``: sends a swallowed interrupt to the main thread again.
+    """``sys.unraisablehook``: delivers a swallowed interrupt to the main thread again.
 
     A signal's exception is raised wherever the main thread is, which may be a
-    garbage-collector callback or a ``__del__`` (JAX has one): Python prints
-    "Exception ignored" there and goes on, and the interrupt would be lost. The
-    signal is sent again; its handler then runs at the next ordinary line.
+    garbage-collector callback or a ``__del__`` (JAX and ``concurrent.futures`` have
+    them): Python prints "Exception ignored" there and goes on, and the interrupt would
+    be lost. The signal is sent again from another thread once this hook has returned
+    (sent from this one, its handler would run, and raise, right here); its handler then
+    runs at the next ordinary line.
     """
     exc_type = unraisable.exc_type
     if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
-        signum = signal.SIGTERM if issubclass(exc_type, Terminated) else signal.SIGINT
-        signal.pthread_kill(threading.main_thread().ident or 0, signum)
+        _in_hook[0] = True
+        try:
+            _deliver_later(signal.SIGTERM if issubclass(exc_type, Terminated) else signal.SIGINT)
+        finally:
+            _in_hook[0] = False  # the last line: no signal is handled between it and the return
         return
     sys.__unraisablehook__(unraisable)
 
 
 @contextlib.contextmanager
 def _interrupts_raise():
-    """While running: SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread,
-    as SIGINT raises KeyboardInterrupt, and neither is lost in a finalizer."""
+    """While running: SIGINT raises KeyboardInterrupt and SIGTERM ``Terminated`` (a
+    KeyboardInterrupt) in the main thread, and neither is lost in a finalizer."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals can only be handled in the main thread: leave them alone
         return
-    _sigterm.clear()
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    _received.clear()
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     previous_hook, sys.unraisablehook = sys.unraisablehook, _redeliver
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for timer in _timers:
+            timer.cancel()
+        _timers.clear()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         sys.unraisablehook = previous_hook
 
 
@@ -94,6 +118,15 @@ def _quiet_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+def _interrupted(prefix: str) -> int:
+    """Reports the run's interrupt (SIGTERM if one came) as one line; returns its exit code."""
+    if signal.SIGTERM in _received:
+        print(f"{prefix}: terminated (SIGTERM); no output was left half-written", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    print(f"{prefix}: interrupted (SIGINT); no output was left half-written", file=sys.stderr)
+    return 128 + signal.SIGINT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,20 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
         return code
     except CLIError as e:
+        if _received:  # what failed was stopped by the signal (its worker processes, say)
+            return _interrupted(prefix)
         print(f"{prefix}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         _quiet_stdout()
         return 1
-    except KeyboardInterrupt as e:
+    except KeyboardInterrupt:
         # Terminated, or what a library made of it: Ray's waits turn any exception raised
         # by a signal handler into a plain KeyboardInterrupt.
-        if isinstance(e, Terminated) or _sigterm:
-            print(f"{prefix}: terminated (SIGTERM); no output was left half-written",
-                  file=sys.stderr)  # fmt: skip
-            return 128 + signal.SIGTERM
-        print(f"{prefix}: interrupted (SIGINT); no output was left half-written", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return _interrupted(prefix)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG) or e.filename:
             raise
