@@ -55,6 +55,7 @@ __all__ = [
     "CorpusError",
     "DocumentCount",
     "Segment",
+    "TextRange",
     "corpus_pieces",
     "expand_inputs",
     "input_format",
@@ -71,6 +72,7 @@ _PIECE_CHARS = 4 << 20  # JSONL/Parquet documents are joined into pieces of abou
 _COMPRESSIONS = {".gz": "gz", ".zst": "zst"}
 _KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".txt": "txt"}
 _GLOB_CHARS = frozenset("*?[")
+_CUT_WINDOW = 64 << 10  # bytes searched at a time for a cut in a TextRange
 
 Progress = Callable[[int], object]
 
@@ -427,6 +429,10 @@ def _decompress_errors(seg: Segment, after: Callable[[], str], fn: Callable[[], 
 # --- text ---------------------------------------------------------------------------------
 
 
+def _not_utf8(path: str, byte: int, reason: str, where: str = "") -> CorpusError:
+    return CorpusError(f"{path}: not UTF-8 text (byte {byte}{where}: {reason})")
+
+
 def _text_pieces(seg: Segment, progress: Progress) -> Iterator[str]:
     """The text of a text file in blocks: UTF-8, newlines translated as ``open()`` does."""
     decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")(), translate=True)
@@ -440,18 +446,92 @@ def _text_pieces(seg: Segment, progress: Progress) -> Iterator[str]:
             try:
                 yield decoder.decode(block)
             except UnicodeDecodeError as e:
-                byte = offset - pending + e.start
-                raise CorpusError(f"{seg.path}: not UTF-8 text (byte {byte}{where}: {e.reason})") \
-                    from None  # fmt: skip
+                raise _not_utf8(seg.path, offset - pending + e.start, e.reason, where) from None
             offset += len(block)
         try:
             yield decoder.decode(b"", final=True)
         except UnicodeDecodeError as e:
             byte = offset - len(e.object) + e.start
-            raise CorpusError(f"{seg.path}: not UTF-8 text (byte {byte}{where}: {e.reason})") \
-                from None  # fmt: skip
+            raise _not_utf8(seg.path, byte, e.reason, where) from None
 
     yield from _decompress_errors(seg, lambda: f"byte {offset}", pieces)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextRange:
+    """The bytes ``[start, stop)`` of a plain text file, as a piece read where it is encoded.
+
+    ``corpus_pieces(..., ranges=True)`` hands a plain text file on as one ``TextRange``
+    instead of its text, so that ``iter_encode_parallel`` can cut it into byte ranges
+    (``split``) whose workers read and decode their own bytes (``read``): the process
+    that plans the work neither decodes the text nor sends it to them.
+    """
+
+    path: str
+    start: int
+    stop: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.stop - self.start
+
+    def read(self) -> str:
+        """The text of the bytes, as ``segment_pieces`` reads the file: UTF-8, newlines
+        translated (``\\r\\n`` and ``\\r`` become ``\\n``).
+
+        A range that starts at the file's start or right after an ASCII byte (``split``'s
+        cuts) and ends at the file's end or right before one decodes and translates to
+        the same text as that part of the whole file, and a bad byte is reported as the
+        whole file's reading reports it.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.start)
+                data = f.read(self.nbytes)
+        except OSError as e:
+            raise CorpusError(describe_os_error(self.path, e)) from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _not_utf8(self.path, self.start + e.start, e.reason) from None
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return text
+
+    def split(
+        self, nbytes: int, next_cut: Callable[[bytes, int], int | None]
+    ) -> Iterator[TextRange]:
+        """The range cut into ranges of at least ``nbytes`` bytes (the last may be shorter).
+
+        Each cut is the first ``next_cut(window, i)`` at least ``nbytes`` after the previous
+        one: ``window`` holds the file's bytes around the candidate cut (a few before it),
+        and ``next_cut`` returns the first index ``>= i`` in it where the text may be cut,
+        or None (the next window is then searched).
+        """
+        behind = 4  # bytes of the character before a candidate cut (UTF-8: at most 4)
+        a = self.start
+        try:
+            with open(self.path, "rb") as f:
+                while self.stop - a > nbytes:
+                    pos, cut = a + nbytes, None
+                    while cut is None and pos < self.stop:
+                        lo = max(pos - behind, a)  # a character starts at a: none before it
+                        f.seek(lo)
+                        window = f.read(self.stop - lo if self.stop - pos <= _CUT_WINDOW
+                                        else _CUT_WINDOW + pos - lo)  # fmt: skip
+                        if len(window) <= pos - lo:  # the file is shorter than planned
+                            break
+                        found = next_cut(window, pos - lo)
+                        if found is not None:
+                            cut = lo + found
+                        pos = lo + len(window)
+                    if cut is None:
+                        break
+                    yield TextRange(self.path, a, cut)
+                    a = cut
+        except OSError as e:
+            raise CorpusError(describe_os_error(self.path, e)) from None
+        yield TextRange(self.path, a, self.stop)
 
 
 # --- JSON Lines ---------------------------------------------------------------------------
@@ -700,18 +780,27 @@ def segment_pieces(
     counter: DocumentCount | None = None,
     progress: Progress = _no_progress,
     separator: str = ENDOFTEXT,
-) -> Iterator[str]:
+    ranges: bool = False,
+) -> Iterator[str | TextRange]:
     """Text pieces whose concatenation is ``separator.join(documents of seg)``.
 
     With ``eot=False`` the documents are joined by nothing. ``counter.documents``
     counts the documents produced (a text file is one document, even when empty).
-    ``progress(n)`` is called with the input bytes consumed as they are.
+    ``progress(n)`` is called with the input bytes consumed as they are. With ``ranges``
+    a plain text file is one ``TextRange`` piece, whose bytes ``progress`` does not count
+    (``iter_encode_parallel`` reports them as it encodes them).
     """
     counter = DocumentCount() if counter is None else counter
     if seg.kind == "txt":
         if counter.documents and eot:
             yield separator
         counter.documents += 1
+        if ranges and seg.compression is None:
+            stop = _regular_stat(seg.path).st_size
+            yield TextRange(seg.path, seg.start, stop)
+            if eot:  # counted in the bytes: the separator has no newline (corpus_pieces)
+                counter._inside(_count_bytes(seg.path, seg.start, stop, separator.encode()))
+            return
         if not eot:
             yield from _text_pieces(seg, progress)
             return
@@ -729,6 +818,23 @@ def segment_pieces(
     yield from _joined(docs, counter, eot, separator)
 
 
+def _count_bytes(path: str, start: int, stop: int, needle: bytes) -> int:
+    """How many times ``needle`` occurs in the bytes ``[start, stop)`` of a file."""
+    keep = len(needle) - 1  # a match may start this many bytes before a block
+    count, tail = 0, b""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            left = stop - start
+            while left > 0 and (block := f.read(min(BLOCK_BYTES, left))):
+                left -= len(block)
+                count += block.count(needle) + (tail + block[:keep]).count(needle)
+                tail = (tail + block[-keep:])[-keep:] if keep else b""
+    except OSError as e:
+        raise CorpusError(describe_os_error(path, e)) from None
+    return count
+
+
 def corpus_pieces(
     segments: Sequence[Segment],
     field: str = DEFAULT_FIELD,
@@ -737,15 +843,24 @@ def corpus_pieces(
     counter: DocumentCount | None = None,
     progress: Progress = _no_progress,
     separator: str = ENDOFTEXT,
-) -> Iterator[str]:
-    """The pieces of several segments, in order: ``separator.join`` of all their documents."""
+    ranges: bool = False,
+) -> Iterator[str | TextRange]:
+    """The pieces of several segments, in order: ``separator.join`` of all their documents.
+
+    With ``ranges``, a plain text file is handed on as a ``TextRange`` where the text
+    around it cannot run into it: with ``eot`` (the separator is then before and after
+    it) or as the only segment. For ``iter_encode_parallel`` with a tokenizer that splits
+    the separator out first (``parallel_tokenize.reads_text_ranges``).
+    """
     counter = DocumentCount() if counter is None else counter
+    # Separators are counted in a range's bytes, which newlines translated would change.
+    ranges = ranges and (eot or len(segments) == 1) and not {"\r", "\n"} & set(separator)
     for seg in segments:
         before = counter.documents
         inner = DocumentCount()
         for i, piece in enumerate(segment_pieces(seg, field, eot=eot, counter=inner,
-                                                 progress=progress,
-                                                 separator=separator)):  # fmt: skip
+                                                 progress=progress, separator=separator,
+                                                 ranges=ranges)):  # fmt: skip
             if i == 0 and before and eot:
                 yield separator
             yield piece

@@ -55,12 +55,13 @@ import sys
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
 from flax_embed._validation import check_positive_int
+from flax_embed.data.corpus import TextRange
 from flax_embed.tokenizer import (
     ENDOFTEXT,
     GPT2_VOCAB_SIZE,
@@ -77,6 +78,7 @@ __all__ = [
     "default_workers",
     "encode_parallel",
     "iter_encode_parallel",
+    "reads_text_ranges",
 ]
 
 IN_FLIGHT_PER_WORKER = 3
@@ -110,6 +112,42 @@ def _next_safe_boundary(text: str, start: int) -> int | None:
             return m.start()
         pos = m.start() + 1
     return None
+
+
+_CANDIDATE_BYTE = re.compile(rb"(?<=\S)[ \t\n\r]")
+
+
+def _next_safe_byte(data: bytes, start: int) -> int | None:
+    """``_next_safe_boundary`` for UTF-8 bytes: the first ``p >= start`` (``0 < p <
+    len(data)``) where ``data[p]`` is one of the four whitespace bytes and ``data[:p]`` ends
+    with the UTF-8 bytes of a visible character, or None.
+
+    Both are then true of the text too, wherever ``data`` was taken from a valid UTF-8
+    file: a character's encoding is not part of another's, and the newlines translated on
+    reading (``TextRange.read``) keep ``text[p]`` whitespace and the character before it.
+    """
+    pos = max(start, 1)
+    while (m := _CANDIDATE_BYTE.search(data, pos)) is not None:
+        p = m.start()
+        lead = p - 1  # back over continuation bytes to the character's first byte
+        while lead > 0 and p - lead < 4 and 0x80 <= data[lead] < 0xC0:
+            lead -= 1
+        try:
+            char = data[lead:p].decode("utf-8")
+        except UnicodeDecodeError:
+            char = ""
+        if len(char) == 1 and _is_visible(char):
+            return p
+        pos = p + 1
+    return None
+
+
+def reads_text_ranges(tokenizer: Tokenizer | None) -> bool:
+    """Whether ``iter_encode_parallel`` takes ``TextRange`` pieces for ``tokenizer``: GPT-2's
+    pattern, whose cuts ``_next_safe_byte`` finds in the bytes, and tiktoken's splitting
+    out of the separator, which makes a range's edges (next to a separator, or the text's
+    own) safe cuts too."""
+    return tokenizer is None or tokenizer.cut_at_whitespace
 
 
 def _next_separator(separator: str) -> Callable[[str, int], int | None]:
@@ -176,13 +214,14 @@ class WorkerDiedError(RuntimeError):
 
 
 def iter_encode_parallel(
-    pieces: Iterable[str],
+    pieces: Iterable[str | TextRange],
     *,
     workers: int | None = None,
     bpe_dir: str | os.PathLike[str] | None = None,
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
     tokenizer: Tokenizer | None = None,
     processes: bool = False,
+    progress: Callable[[int], object] | None = None,
 ) -> Iterator[np.ndarray]:
     """Encodes the concatenation of ``pieces`` as it streams in, on ``workers`` threads.
 
@@ -192,6 +231,8 @@ def iter_encode_parallel(
     to the next piece. Use it to tokenize a corpus read in blocks.
 
     Args:
+      pieces: text, and (where ``reads_text_ranges(tokenizer)``) ``corpus.TextRange``
+        pieces, which stand for their text and are read and decoded by the workers.
       tokenizer: a ``load_tokenizer`` tokenizer (then ``bpe_dir`` is not used); the ids
         equal its ``encode("".join(pieces))``. Default: GPT-2 (``gpt2_tokenizer(bpe_dir)``).
       processes: encode on ``workers`` processes instead of threads (``flax-embed
@@ -201,6 +242,8 @@ def iter_encode_parallel(
         Python thread, JAX not loaded), else started by ``forkserver`` or ``spawn``; they
         ignore SIGINT (the caller's Ctrl-C stops them) and end with the iteration. A text
         of one chunk is encoded here, without starting any.
+      progress: called with the bytes of each part of a ``TextRange`` as its ids are
+        yielded (a text piece's bytes are its reader's to report).
 
     Yields:
       int32 id arrays, in order (int64 for a vocabulary past 2**31 ids); with
@@ -211,18 +254,21 @@ def iter_encode_parallel(
     encode_chunk = _chunk_encoder(
         tokenizer, bpe_dir, _worker_dtype(tokenizer) if processes else None
     )
-    next_boundary = _boundary_rule(tokenizer)
-    chunks = _chunks(pieces, chunk_chars, next_boundary)
+    next_byte = _next_safe_byte if reads_text_ranges(tokenizer) else None
+    chunks = _chunks(pieces, chunk_chars, _boundary_rule(tokenizer), next_byte)
+    report = progress or (lambda n: None)
     head = list(itertools.islice(chunks, 2))
     if workers == 1 or len(head) < 2:  # one worker, or one chunk: no pool to start
         for chunk in itertools.chain(head, chunks):
-            yield encode_chunk(chunk)
+            ids = encode_chunk(chunk)
+            report(_range_bytes(chunk))
+            yield ids
         return
     # Chunks are submitted as soon as they are cut, across piece boundaries, with up to
     # IN_FLIGHT_PER_WORKER chunks per worker queued: the workers keep encoding while
     # this thread reads and cuts the next piece and the caller writes the ids, instead
     # of idling at the end of every piece (see benchmarks/corpora.py).
-    in_flight: collections.deque = collections.deque()
+    in_flight: collections.deque[tuple[int, Future]] = collections.deque()
     limit = IN_FLIGHT_PER_WORKER * workers
     if processes:
         pool: Executor = ProcessPoolExecutor(
@@ -232,14 +278,27 @@ def iter_encode_parallel(
     else:
         pool = ThreadPoolExecutor(workers)
         submit = functools.partial(pool.submit, encode_chunk)
+
+    def result() -> np.ndarray:
+        nbytes, future = in_flight.popleft()
+        ids = future.result()
+        report(nbytes)
+        return ids
+
     finished = False
     try:
-        for chunk in itertools.chain(head, chunks):
-            in_flight.append(submit(chunk))
-            while len(in_flight) >= limit or (in_flight and in_flight[0].done()):
-                yield in_flight.popleft().result()
+        try:
+            for chunk in itertools.chain(head, chunks):
+                in_flight.append((_range_bytes(chunk), submit(chunk)))
+                while len(in_flight) >= limit or (in_flight and in_flight[0][1].done()):
+                    yield result()
+        except Exception:  # reading a later piece failed: an earlier chunk's error is first
+            for _, future in in_flight:
+                if (earlier := future.exception()) is not None:
+                    raise earlier from None
+            raise
         while in_flight:
-            yield in_flight.popleft().result()
+            yield result()
         finished = True
     except BrokenProcessPool:
         raise WorkerDiedError(
@@ -247,12 +306,16 @@ def iter_encode_parallel(
             "fewer workers if memory is short"
         ) from None
     finally:
-        for future in in_flight:
+        for _, future in in_flight:
             future.cancel()
         if finished or not processes:
             pool.shutdown(wait=True)
         else:  # an error, an interrupt or a consumer that stopped: do not wait for the chunks
             _stop_processes(pool)
+
+
+def _range_bytes(chunk: str | TextRange) -> int:
+    return chunk.nbytes if isinstance(chunk, TextRange) else 0
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
@@ -279,7 +342,7 @@ def _process_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-_worker_encode: Callable[[str], np.ndarray] | None = None
+_worker_encode: Callable[[str | TextRange], np.ndarray] | None = None
 """A worker process's encoder (``_start_worker``)."""
 
 
@@ -295,12 +358,16 @@ def _start_worker(tokenizer: Tokenizer | None, bpe_dir: str | None) -> None:
 
 
 def _chunk_encoder(tokenizer: Tokenizer | None, bpe_dir: str | os.PathLike[str] | None,
-                   dtype: np.dtype | None) -> Callable[[str], np.ndarray]:  # fmt: skip
-    """The tokenizer's encoder (default: GPT-2's); with ``dtype``, its ids cast to it."""
+                   dtype: np.dtype | None) -> Callable[[str | TextRange], np.ndarray]:  # fmt: skip
+    """The tokenizer's encoder (default: GPT-2's) of a chunk, text or ``TextRange``; with
+    ``dtype``, its ids cast to it."""
     encode = _encoder(bpe_dir) if tokenizer is None else tokenizer.encode
-    if dtype is None:
-        return encode
-    return lambda chunk: encode(chunk).astype(dtype)
+
+    def encode_chunk(chunk: str | TextRange) -> np.ndarray:
+        ids = encode(chunk.read() if isinstance(chunk, TextRange) else chunk)
+        return ids if dtype is None else ids.astype(dtype)
+
+    return encode_chunk
 
 
 def _worker_dtype(tokenizer: Tokenizer | None) -> np.dtype:
@@ -309,7 +376,7 @@ def _worker_dtype(tokenizer: Tokenizer | None) -> np.dtype:
     return id_dtype(GPT2_VOCAB_SIZE if tokenizer is None else tokenizer.n_vocab)
 
 
-def _encode_in_worker(chunk: str) -> np.ndarray:
+def _encode_in_worker(chunk: str | TextRange) -> np.ndarray:
     assert _worker_encode is not None, "not a worker process"
     return _worker_encode(chunk)
 
@@ -324,26 +391,43 @@ def _stop_processes(pool: Executor) -> None:
 
 
 def _chunks(
-    pieces: Iterable[str], chunk_chars: int, next_boundary: Callable[[str, int], int | None]
-) -> Iterator[str]:
-    """The chunks of ``"".join(pieces)`` cut at safe boundaries, as the pieces stream in."""
+    pieces: Iterable[str | TextRange],
+    chunk_chars: int,
+    next_boundary: Callable[[str, int], int | None],
+    next_byte: Callable[[bytes, int], int | None] | None,
+) -> Iterator[str | TextRange]:
+    """The chunks of ``"".join(pieces)`` cut at safe boundaries, as the pieces stream in.
+
+    A ``TextRange`` piece is cut into ranges at ``next_byte``'s boundaries, ``chunk_chars``
+    bytes apart; the text before it ends at its start, a safe cut (``reads_text_ranges``).
+    """
     pending: list[str] = []  # the carried-over text, then pieces not cut yet
     pending_chars = 0
     enough = 2 * chunk_chars  # pending text worth searching for a boundary
     pieces = iter(pieces)
     piece = next(pieces, None)
     while piece is not None:
+        if isinstance(piece, TextRange):
+            if next_byte is None:
+                raise TypeError("this tokenizer takes str pieces, not TextRange "
+                                "(parallel_tokenize.reads_text_ranges)")  # fmt: skip
+            yield from piece.split(chunk_chars, next_byte)
+            piece = next(pieces, None)
+            continue
         if not isinstance(piece, str):
             raise TypeError(f"pieces must be str, got {type(piece).__name__}")
         following = next(pieces, None)
+        last = following is None or isinstance(following, TextRange)  # the text ends here
         pending.append(piece)
         pending_chars += len(piece)
-        if following is not None and pending_chars < enough:
+        if not last and pending_chars < enough:
             piece = following  # too little text for a chunk yet: join it later, once
             continue
         text = "".join(pending)
         bounds = _cut(text, chunk_chars, next_boundary)
-        if following is not None:  # the text after the last boundary may continue
+        if last:
+            pending, pending_chars, enough = [], 0, 2 * chunk_chars
+        else:  # the text after the last boundary may continue
             carry = text[bounds[-2] :] if len(bounds) > 1 else ""
             bounds = bounds[:-1]
             pending, pending_chars = [carry], len(carry)

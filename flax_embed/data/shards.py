@@ -96,7 +96,11 @@ from flax_embed.data.corpus import (
     plan_segments,
 )
 from flax_embed.data.fingerprint import token_digest
-from flax_embed.data.parallel_tokenize import default_workers, iter_encode_parallel
+from flax_embed.data.parallel_tokenize import (
+    default_workers,
+    iter_encode_parallel,
+    reads_text_ranges,
+)
 from flax_embed.data.token_files import (
     TokenFileError,
     TokenFileWriter,
@@ -210,14 +214,15 @@ def run_unit(job: UnitJob, progress: Callable[[int], object] | None = None) -> d
     counter = DocumentCount()
     tok = job.tokenizer
     separator_id = ENDOFTEXT_ID if tok is None else tok.separator_id
+    progress = progress or (lambda n: None)
     pieces = corpus_pieces(job.segments, job.field, eot=job.eot, counter=counter,
-                           progress=progress or (lambda n: None),
+                           progress=progress, ranges=reads_text_ranges(tok),
                            **({} if tok is None else {"separator": tok.separator}))  # fmt: skip
     found: list[np.ndarray] = []  # where the separator's id is, in the unit's ids
     recorded = None if tok is None else tok.recorded_identity  # the sidecar of a file's one unit
     with TokenFileWriter(job.part, vocab_size=job.vocab_size, tokenizer=recorded) as writer:
         for ids_N in iter_encode_parallel(
-            pieces, workers=job.workers, tokenizer=tok, processes=True
+            pieces, workers=job.workers, tokenizer=tok, processes=True, progress=progress
         ):
             if job.eot and job.index:
                 found.append(np.flatnonzero(ids_N == separator_id) + writer.count)

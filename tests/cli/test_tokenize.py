@@ -1,4 +1,6 @@
+import contextlib
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -132,6 +134,23 @@ def test_unreadable_input_is_one_line_exit_2_and_no_output(
     assert err.startswith("flax-embed tokenize: error: ") and message in err
     assert err.count("\n") == 1
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.tokenizer
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # JAX's, if another test loaded it
+def test_a_bad_byte_found_by_a_worker_is_one_line_exit_2(tmp_path, verdict_text, capsys):
+    # Past two chunks (2 MB) a text file is read by the worker processes, in byte ranges.
+    data = verdict_text.encode() * 120
+    bad = len(data) * 3 // 4
+    (tmp_path / "big.txt").write_bytes(data[:bad] + b"\x80" + data[bad:])
+    out = tmp_path / "out" / "t.bin"
+    out.parent.mkdir()
+    code, stdout, err = run(capsys, tmp_path / "big.txt", "-o", out)
+    assert (code, stdout) == (2, "")
+    assert err == (f"flax-embed tokenize: error: {tmp_path / 'big.txt'}: not UTF-8 text "
+                   f"(byte {bad}: invalid start byte)\n")  # fmt: skip
+    assert list(out.parent.iterdir()) == []
+    assert not multiprocessing.active_children()
 
 
 @pytest.mark.tokenizer
@@ -367,6 +386,50 @@ def test_a_sigterm_that_a_library_turned_into_keyboardinterrupt_is_still_143(
     code, _, err = run(capsys, corpus[0], "-o", tmp_path / "t.npy")
     assert code == 143
     assert err == "flax-embed tokenize: terminated (SIGTERM); no output was left half-written\n"
+
+
+_STOPPED = {signal.SIGINT: (130, "interrupted (SIGINT)"),
+            signal.SIGTERM: (143, "terminated (SIGTERM)")}  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again(tmp_path, corpus, capsys,
+                                                                  monkeypatch, sig):  # fmt: skip
+    # Raised in a __del__, the signal's exception is only printed ("Exception ignored"): the
+    # command sends the signal again, and it stops the run at the next line.
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(sig)
+
+    def run_with_a_finalizer(args):
+        Finalized()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.001)
+        return 0
+
+    monkeypatch.setattr(tokenize_command, "run", run_with_a_finalizer)
+    code, _, err = run(capsys, corpus[0], "-o", tmp_path / "t.npy")
+    code_expected, what = _STOPPED[sig]
+    assert (code, err) == (code_expected, f"flax-embed tokenize: {what}; no output was left "
+                                          "half-written\n")  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_error_that_follows_an_interrupt_is_reported_as_the_interrupt(
+    tmp_path, corpus, capsys, monkeypatch, sig
+):
+    # Ctrl-C reaches the worker processes too: the command may first see them gone.
+    def run_and_fail(args):
+        with contextlib.suppress(KeyboardInterrupt):  # swallowed, as a library might
+            signal.raise_signal(sig)
+        raise cli.CLIError("a tokenizer worker process died")
+
+    monkeypatch.setattr(tokenize_command, "run", run_and_fail)
+    code, _, err = run(capsys, corpus[0], "-o", tmp_path / "t.npy")
+    code_expected, what = _STOPPED[sig]
+    assert (code, err) == (code_expected, f"flax-embed tokenize: {what}; no output was left "
+                                          "half-written\n")  # fmt: skip
 
 
 @pytest.mark.tokenizer  # the CLI in a subprocess: its error is in its stderr

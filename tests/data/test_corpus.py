@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -11,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flax_embed.data import corpus
-from flax_embed.data.corpus import CorpusError, corpus_pieces, expand_inputs, plan_segments
+from flax_embed.data.corpus import (
+    CorpusError,
+    DocumentCount,
+    TextRange,
+    corpus_pieces,
+    expand_inputs,
+    plan_segments,
+)
+from flax_embed.data.parallel_tokenize import _next_safe_byte
 from flax_embed.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, encode
 from tests.data.corpus_files import DOCS, write_jsonl, write_parquet
 
@@ -283,6 +293,118 @@ def test_not_utf8_names_the_byte(tmp_path, monkeypatch):
     (tmp_path / "l.txt").write_bytes(b"caf\xc3\xa9 caf\xe9 x")
     with pytest.raises(CorpusError, match=r"l\.txt: not UTF-8 text \(byte 9: invalid continuation"):
         ids_of([tmp_path / "l.txt"])
+
+
+# --- text files as byte ranges, read where they are encoded (TextRange) ------------------
+
+# Bytes of text around the cuts: ASCII whitespace, newlines of each kind, multi-byte
+# characters (visible or not), and bytes that are not UTF-8 (a lone lead or continuation
+# byte, an overlong form, a truncated sequence).
+_TEXT_BYTES = [b" ", b"\t", b"\n", b"\r", b"\r\n", b"a", b"Z9", b".", "é".encode(),
+               "日本".encode(), "😀".encode(), "\u00a0".encode(), "\u2028".encode(),
+               "\u0301".encode(), ENDOFTEXT.encode()]  # fmt: skip
+_BAD_BYTES = [b"\xe9", b"\x80", b"\xc0\xaf", b"\xe2\x82", b"\xf0\x9f\x98", b"\xff"]
+_file_bytes = st.lists(st.sampled_from(_TEXT_BYTES), max_size=30).map(b"".join)
+_maybe_bad_bytes = st.lists(st.sampled_from(_TEXT_BYTES + _BAD_BYTES), max_size=30).map(b"".join)
+
+
+def _whole_text(path):
+    """The file's text as a text segment reads it (16 bytes at a time), or its error."""
+    segment = plan_segments([path])
+    try:
+        return "".join(corpus_pieces(segment, eot=False))
+    except CorpusError as e:
+        return e
+
+
+def _ranges_text(path, nbytes):
+    """The file's text read as ``TextRange.split`` parts, or the first part's error."""
+    whole = TextRange(path, 0, os.path.getsize(path))
+    texts = []
+    for part in whole.split(nbytes, _next_safe_byte):
+        try:
+            texts.append(part.read())
+        except CorpusError as e:
+            return e
+    return "".join(texts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_maybe_bad_bytes, st.integers(1, 12))
+def test_a_text_file_read_in_ranges_is_read_as_whole(data, nbytes):
+    # The same text, or the same one-line error naming the same byte, as one reader's.
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "t.txt")
+        with open(path, "wb") as f:
+            f.write(data)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(corpus, "BLOCK_BYTES", 16)
+            whole = _whole_text(path)
+        parts = _ranges_text(path, nbytes)
+    assert type(parts) is type(whole)
+    assert str(parts) == str(whole)
+
+
+@pytest.mark.tokenizer
+@settings(max_examples=300, deadline=None)
+@given(_file_bytes)
+def test_every_byte_range_cut_keeps_the_ids(data):
+    # nbytes=1 cuts at every place _next_safe_byte allows.
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "t.txt")
+        with open(path, "wb") as f:
+            f.write(data)
+        parts = list(TextRange(path, 0, len(data)).split(1, _next_safe_byte))
+        ids = [encode(part.read()) for part in parts]
+        text = _whole_text(path)
+    assert [p.start for p in parts] == [0] + [p.stop for p in parts[:-1]]  # contiguous
+    assert parts[-1].stop == len(data)
+    joined = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+    np.testing.assert_array_equal(joined, encode(text))
+
+
+def test_byte_range_cuts_are_before_whitespace_after_visible_characters(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes("It's 42.  Héllo\r\n\u00a0 wörld\t!".encode())
+    parts = TextRange(str(path), 0, path.stat().st_size).split(1, _next_safe_byte)
+    # Before " 42", " Héllo" (not after a space), "\r\n" and "\t!"; not before " wörld"
+    # (after a no-break space, which is not visible).
+    assert [p.start for p in parts] == [0, 4, 8, 16, 27]
+    long_run = tmp_path / "ws.txt"  # no cut in many search windows: one range
+    long_run.write_bytes(b"x" + b" " * 200_000 + b"y")
+    assert len(list(TextRange(str(long_run), 0, 200_002).split(10, _next_safe_byte))) == 1
+
+
+@pytest.mark.parametrize("block_bytes", [5, 1 << 20])
+def test_ranges_count_the_separators_inside_text_files(tmp_path, monkeypatch, block_bytes):
+    # The document index tells separators inside a file from those between files by these
+    # counts: counted in the bytes, they equal those counted in the text.
+    monkeypatch.setattr(corpus, "BLOCK_BYTES", block_bytes)
+    texts = [f"a{ENDOFTEXT}b{ENDOFTEXT}{ENDOFTEXT}\r\n", "none", f"{ENDOFTEXT}x"]
+    paths = []
+    for i, text in enumerate(texts):
+        paths.append(tmp_path / f"{i}.txt")
+        paths[-1].write_bytes(text.encode())
+    segments = plan_segments(expand_inputs(paths))
+    counts = []
+    for ranges in (False, True):
+        counter = DocumentCount()
+        pieces = list(corpus_pieces(segments, counter=counter, ranges=ranges))
+        counts.append((counter.documents, counter.inner_separators))
+    assert counts[0] == counts[1] == (3, {0: 3, 2: 1})
+    assert [type(p).__name__ for p in pieces] == ["TextRange", "str", "TextRange", "str",
+                                                  "TextRange"]  # fmt: skip
+
+
+def test_ranges_only_where_the_text_around_cannot_run_into_them(tmp_path):
+    # Without separators, a file's text joins its neighbours': read as text, not as ranges.
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("one")
+    b.write_text("two")
+    pieces = corpus_pieces(plan_segments([str(a), str(b)]), eot=False, ranges=True)
+    assert "".join(pieces) == "onetwo"
+    only = corpus_pieces(plan_segments([str(a)]), eot=False, ranges=True)
+    assert list(only) == [TextRange(str(a), 0, 3)]
 
 
 # --- what is an input: inside the folder named, regular files only -----------------------

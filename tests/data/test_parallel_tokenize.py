@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flax_embed.data import parallel_tokenize
+from flax_embed.data.corpus import CorpusError, TextRange
 from flax_embed.data.parallel_tokenize import (
     WorkerDiedError,
     chunk_boundaries,
@@ -17,7 +18,7 @@ from flax_embed.data.parallel_tokenize import (
     encode_parallel,
     iter_encode_parallel,
 )
-from flax_embed.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, encode
+from flax_embed.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, encode, load_tokenizer
 
 # Pieces that exercise every branch of GPT-2's pre-tokenizer regex and tiktoken's
 # special-token split: whitespace runs of every kind (incl. Unicode White_Space and
@@ -198,3 +199,55 @@ def test_a_killed_worker_is_one_clear_error(verdict_text):
     with pytest.raises(WorkerDiedError, match="worker process died"):
         list(stream)
     assert not multiprocessing.active_children()
+
+
+# --- text files as byte ranges, read by the workers (corpus.TextRange pieces) -------------
+
+
+@pytest.mark.tokenizer
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # JAX's, if another test loaded it
+@pytest.mark.parametrize("processes", [False, True])
+def test_text_ranges_among_text_pieces_give_the_ids_of_their_text(tmp_path, verdict_text,
+                                                                  processes):  # fmt: skip
+    path = tmp_path / "v.txt"
+    path.write_bytes((verdict_text.replace("\n", "\r\n") + " é😀 ").encode() * 3)
+    size = path.stat().st_size
+    pieces = ["Before", ENDOFTEXT, TextRange(str(path), 0, size), ENDOFTEXT, "after"]
+    reported = []
+    parts = list(iter_encode_parallel(pieces, workers=2, chunk_chars=10_000,
+                                      processes=processes, progress=reported.append))  # fmt: skip
+    text = path.read_text(encoding="utf-8")  # universal newlines, as the workers read it
+    np.testing.assert_array_equal(np.concatenate(parts),
+                                  encode(f"Before{ENDOFTEXT}{text}{ENDOFTEXT}after"))  # fmt: skip
+    assert sum(reported) == size and len([n for n in reported if n]) > 4  # per range
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.tokenizer
+@pytest.mark.parametrize("processes", [False, True])
+def test_an_earlier_ranges_error_comes_before_a_later_pieces(tmp_path, verdict_text,
+                                                            processes):  # fmt: skip
+    # A worker's error in an earlier range is reported, not the reader's in a later piece.
+    path = tmp_path / "bad.txt"
+    data = verdict_text.encode() * 3
+    bad = len(data) - 200  # in the last range: still being read when the later piece fails
+    path.write_bytes(data[:bad] + b"\xff" + data[bad:])
+
+    def pieces():
+        yield TextRange(str(path), 0, len(data) + 1)
+        raise CorpusError("later.jsonl: line 1: not valid JSON")
+
+    stream = iter_encode_parallel(pieces(), workers=2, chunk_chars=1_000, processes=processes)
+    with pytest.raises(CorpusError, match=rf"bad\.txt: not UTF-8 text \(byte {bad}: invalid start"):
+        list(stream)
+    assert not multiprocessing.active_children()
+
+
+def test_text_ranges_need_a_tokenizer_that_cuts_bytes(tmp_path, bpe_tokenizer_json):
+    # A tokenizer.json may treat the text after a separator apart: its files are read as text.
+    tokenizer = load_tokenizer(str(bpe_tokenizer_json))
+    assert not parallel_tokenize.reads_text_ranges(tokenizer)
+    (tmp_path / "t.txt").write_text("x")
+    pieces = [TextRange(str(tmp_path / "t.txt"), 0, 1)]
+    with pytest.raises(TypeError, match="takes str pieces, not TextRange"):
+        list(iter_encode_parallel(pieces, tokenizer=tokenizer))
