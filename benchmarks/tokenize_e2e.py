@@ -21,12 +21,15 @@ resident memory (``VmHWM`` of each of its processes, sampled: the largest, and t
      batch call (``tokenizers`` ``encode_batch``, tiktoken ``encode_ordinary_batch``),
      whose parallelism is in Rust.
 
-Rows are printed for ``run.py`` (section ``tokenize-e2e``); targets are judged only at
-full size.
+Each ratio is the median over rounds of the two variants' ratio in the same round (the
+VM's speed drifts by 20 % over minutes); the package is compiled to bytecode first, as
+an installed one is. Rows are printed for ``run.py`` (section ``tokenize-e2e``); targets
+are judged only at full size.
 """
 
 from __future__ import annotations
 
+import compileall
 import os
 import resource
 import shutil
@@ -215,24 +218,30 @@ def run_process(argv: list[str]) -> tuple[float, float, int, int]:
     return wall, cpu, max(peaks.values(), default=0), sum(peaks.values())
 
 
-def timed(variants: dict[str, list[str]],
-          rounds: int) -> dict[str, tuple[float, float, int, int]]:  # fmt: skip
-    """Median wall and CPU seconds, and the largest peak RSS (one process, all summed), of
-    each variant, interleaved."""
-    samples: dict[str, list[tuple[float, float, int, int]]] = {k: [] for k in variants}
-    names = list(variants)
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            samples[name].append(run_process(variants[name]))
-    return {
-        k: (
-            statistics.median(s[0] for s in v),
-            statistics.median(s[1] for s in v),
-            max(s[2] for s in v),
-            max(s[3] for s in v),
-        )
-        for k, v in samples.items()
-    }
+Sample = tuple[float, float, int, int]
+
+
+class Timed:
+    """Interleaved samples of each variant (``run_process``'s tuples), round by round."""
+
+    def __init__(self, variants: dict[str, list[str]], rounds: int):
+        self.samples: dict[str, list[Sample]] = {k: [] for k in variants}
+        names = list(variants)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                self.samples[name].append(run_process(variants[name]))
+
+    def __getitem__(self, name: str) -> Sample:
+        """Median wall and CPU seconds, and the largest peak RSS (one process, all summed)."""
+        s = self.samples[name]
+        return (statistics.median(x[0] for x in s), statistics.median(x[1] for x in s),
+                max(x[2] for x in s), max(x[3] for x in s))  # fmt: skip
+
+    def ratio(self, a: str, b: str, field: int = 0) -> float:
+        """The median over rounds of ``a``'s wall (``field=1``: CPU) time over ``b``'s in the
+        same round: paired, so that the VM's speed, which drifts over minutes, cancels."""
+        pairs = zip(self.samples[a], self.samples[b], strict=True)
+        return statistics.median(x[field] / y[field] for x, y in pairs)
 
 
 def bench(quick: bool, tokenizer_json: str | None = None) -> None:
@@ -240,6 +249,9 @@ def bench(quick: bool, tokenizer_json: str | None = None) -> None:
 
     size = 300_000 if quick else 60_000_000
     workers = default_workers()
+    # As pip does on install: every variant then imports flax_embed from bytecode, even where
+    # PYTHONDONTWRITEBYTECODE is set (the source compiled on each start cost 60 ms).
+    compileall.compile_dir(REPO / "flax_embed", quiet=1)
     py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="bench-tokenize-e2e-"))
     try:
@@ -268,7 +280,7 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
     # 1. start-up
     tiny = tmp / "tiny.txt"
     tiny.write_text("hello world\n")
-    t = timed({"help": [*cli, "--help"],
+    t = Timed({"help": [*cli, "--help"],
                "tiny": [*cli, str(tiny), "-o", str(tmp / "tiny.npy")]},
               rounds=1 if quick else 5)  # fmt: skip
     startup = [("help", "flax-embed tokenize --help"),
@@ -281,7 +293,7 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
 
     json_spec = tokenizer_json or str(train_tokenizer_json(tmp / "tokenizer.json"))
     # GPT-2's variants take seconds: more rounds against the VM's noise.
-    for kind, spec, rounds in [("gpt2", "gpt2", 1 if quick else 5),
+    for kind, spec, rounds in [("gpt2", "gpt2", 1 if quick else 7),
                                ("json", json_spec, 1 if quick else 3)]:  # fmt: skip
         tok = load_tokenizer(spec)
         label = "GPT-2" if kind == "gpt2" else f"tokenizer.json ({tok.name}, {tok.n_vocab} ids)"
@@ -297,7 +309,7 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
             "nanogpt": [py, "-c", NANOGPT.replace("{sep_id}", sep_id), kind, spec, str(jsonl),
                         f"{out['nano']}.bin", str(workers)],
         }  # fmt: skip
-        t = timed(variants, rounds)
+        t = Timed(variants, rounds)
         reference = np.load(f"{out['one']}.npy")
         same = {
             "command": np.array_equal(read_token_file(f"{out['cmd']}.bin"), reference),
@@ -309,7 +321,7 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
         }  # fmt: skip
         one_wall, one_cpu, one_rss, _ = t["one"]
         wall, cpu, rss, rss_all = t["command"]
-        speedup, cpu_ratio = one_wall / wall, cpu / one_cpu
+        speedup, cpu_ratio = t.ratio("one", "command"), t.ratio("command", "one", field=1)
         emit(Row(SECTION, f"{label}: flax-embed tokenize, {mb:.1f} MB .txt, vs one call",
                  fmt_time(wall), f"{fmt_time(one_wall)} one call", speedup,
                  target="≥ 1.7x on 2 cores, ids identical",
@@ -317,14 +329,15 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
                  note=f"ids identical: {bool(same['command'])}; {workers} worker processes; "
                  f"peak RSS {fmt_bytes(rss)} its largest process, {fmt_bytes(rss_all)} all "
                  f"its processes added (one call {fmt_bytes(one_rss)}); whole processes, "
-                 f"medians of {rounds}"))  # fmt: skip
+                 f"{rounds} interleaved rounds: times their medians, the ratio the median of "
+                 "each round's"))  # fmt: skip
         emit(Row(SECTION, f"{label}: CPU time of the command vs one call",
                  f"{cpu:.2f} s CPU", f"{one_cpu:.2f} s CPU", cpu_ratio, ratio_label="x the CPU",
                  target="≤ 1.15x", met=None if quick else cpu_ratio <= 1.15,
                  note="user + system of the process and every process it started"))  # fmt: skip
         w1 = t["workers1"][0]
         emit(Row(SECTION, f"{label}: --workers {workers} vs --workers 1 (scaling with cores)",
-                 fmt_time(wall), f"{fmt_time(w1)} --workers 1", w1 / wall,
+                 fmt_time(wall), f"{fmt_time(w1)} --workers 1", t.ratio("workers1", "command"),
                  note=f"{mb / wall:.1f} MB/s with {workers} workers, {mb / w1:.1f} MB/s with 1; "
                  f"ids identical: {bool(same['workers1'])}"))  # fmt: skip
         for key, what in [("batch", "the library's batch call (Rust threads)"),
@@ -332,7 +345,7 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
                                       "+ np.memmap)")]:  # fmt: skip
             other_wall, other_cpu, _, other_rss = t[key]
             emit(Row(SECTION, f"{label}: flax-embed tokenize vs {what}", fmt_time(wall),
-                     fmt_time(other_wall), other_wall / wall,
+                     fmt_time(other_wall), t.ratio(key, "command"),
                      note=f"ids identical: {same[key]}; its CPU {other_cpu:.2f} s, peak RSS "
                      f"{fmt_bytes(other_rss)} (its processes added); the command's "
                      f"{cpu:.2f} s, {fmt_bytes(rss_all)}"))  # fmt: skip
