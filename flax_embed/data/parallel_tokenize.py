@@ -274,10 +274,14 @@ def iter_encode_parallel(
         pool: Executor = ProcessPoolExecutor(
             workers, mp_context=_process_context(), initializer=_start_worker,
             initargs=(tokenizer, None if bpe_dir is None else os.fspath(bpe_dir)))  # fmt: skip
-        submit = functools.partial(pool.submit, _encode_in_worker)
     else:
         pool = ThreadPoolExecutor(workers)
-        submit = functools.partial(pool.submit, encode_chunk)
+
+    def submit(chunk: str | TextRange) -> Future:
+        if not processes:
+            return pool.submit(encode_chunk, chunk)
+        with _interrupts_held():  # the workers are started in the first submits
+            return pool.submit(_encode_in_worker, chunk)
 
     def result() -> np.ndarray:
         nbytes, future = in_flight.popleft()
@@ -308,10 +312,14 @@ def iter_encode_parallel(
     finally:
         for _, future in in_flight:
             future.cancel()
-        if finished or not processes:
+        if not processes:
             pool.shutdown(wait=True)
-        else:  # an error, an interrupt or a consumer that stopped: do not wait for the chunks
-            _stop_processes(pool)
+        else:
+            with _interrupts_held():  # a second Ctrl-C must not leave a worker running
+                if finished:
+                    pool.shutdown(wait=True)
+                else:  # an error, an interrupt or a consumer that stopped: no waiting
+                    _stop_processes(pool)
 
 
 def _range_bytes(chunk: str | TextRange) -> int:
@@ -340,6 +348,41 @@ def _process_context() -> multiprocessing.context.BaseContext:
     # this only adds to what a server not started yet loads.
     context.set_forkserver_preload([__name__])
     return context
+
+
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Defers SIGINT and SIGTERM to the end of the block, where the handlers in place before
+    it run as if the signals had arrived then (raising ``KeyboardInterrupt``, say).
+
+    An exception raised by a signal's handler while the pool forks a worker would leave
+    that worker out of the pool's list, alive after the command. Blocking the signals
+    would not do: one that arrived just before is run by Python at its next line, inside
+    the block; so its handlers are swapped for ones that note the signal.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are handled in the main thread only
+        return
+    arrived: list[signal.Signals] = []
+
+    def note(signum: int, frame: object) -> None:
+        arrived.append(signal.Signals(signum))
+
+    previous = {sig: signal.signal(sig, note) for sig in _INTERRUPTS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in arrived:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 _worker_encode: Callable[[str | TextRange], np.ndarray] | None = None

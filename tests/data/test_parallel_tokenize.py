@@ -251,3 +251,26 @@ def test_text_ranges_need_a_tokenizer_that_cuts_bytes(tmp_path, bpe_tokenizer_js
     pieces = [TextRange(str(tmp_path / "t.txt"), 0, 1)]
     with pytest.raises(TypeError, match="takes str pieces, not TextRange"):
         list(iter_encode_parallel(pieces, tokenizer=tokenizer))
+
+
+class _Signalled(Exception):
+    pass
+
+
+def _raise_signalled(signum, frame):
+    raise _Signalled(signum)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_workers_start_is_raised_once_they_are_known(sig):
+    # Raised inside a fork, its exception would leave that worker out of the pool's list.
+    before = signal.signal(sig, _raise_signalled)
+    try:
+        reached = []
+        with pytest.raises(_Signalled), parallel_tokenize._interrupts_held():
+            signal.raise_signal(sig)
+            reached.append("the end of the block")
+        assert reached == ["the end of the block"]
+        assert signal.getsignal(sig) is _raise_signalled
+    finally:
+        signal.signal(sig, before)
