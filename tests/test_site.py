@@ -42,11 +42,14 @@ def browser() -> str | None:
     return next(filter(None, map(shutil.which, BROWSERS)), None)
 
 
-pytestmark = pytest.mark.skipif(
-    browser() is None,
-    reason="needs Chromium to check the rendered site: apt-get install chromium "
-    "(Debian/Ubuntu; .ci/run installs it)",
-)
+pytestmark = [
+    pytest.mark.harness,  # a browser on every page: 15 s, run by `python -m pytest -m harness`
+    pytest.mark.skipif(
+        browser() is None,
+        reason="needs Chromium to check the rendered site: apt-get install chromium "
+        "(Debian/Ubuntu; .ci/run installs it)",
+    ),
+]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -75,7 +75,7 @@ def test_on_eight_cpu_devices():
         "JAX_PLATFORMS": "cpu",
     }
     command = [
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
         "-o", "python_files=check_*.py", str(REPO / "tests" / "distributed" / "eight_devices"),
     ]  # fmt: skip
     try:

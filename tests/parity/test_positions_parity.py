@@ -20,8 +20,14 @@ from parity.report import CHECK_GROUPS
 BACKEND = "cpu"
 
 
+# The references build their tables in Python loops (10 s at every position to 131,071):
+# the default run goes to 4,095; the harness run (CI) and ``flax-embed parity`` to the end.
+SHORT_SINUSOIDAL_SIZES = ((1 << 12, 16), *pp.SINUSOIDAL_SIZES[1:])
+
+
 def _units():
-    yield pytest.param(lambda: pp.sinusoidal_rows(BACKEND), id="sinusoidal")
+    yield pytest.param(lambda: pp.sinusoidal_rows(BACKEND, sizes=SHORT_SINUSOIDAL_SIZES),
+                       id="sinusoidal")  # fmt: skip
     yield pytest.param(lambda: pp.same_cos_sin_rows(BACKEND), id="rotate-same-cos-sin")
     yield pytest.param(lambda: pp.bf16_rotate_rows(BACKEND), id="rotate-bfloat16")
     for case in pp.ROPE_CASES:
@@ -42,6 +48,13 @@ def test_rows_pass(rows):
         assert row.passed, f"{row.check}: max |Δ| {row.max_abs_diff}, {row.note}"
         if row.tolerance == 0.0:
             assert row.bit_identical and row.max_abs_diff == 0.0, row
+
+
+@pytest.mark.harness
+def test_sinusoidal_rows_at_every_position_to_the_longest():
+    rows = pp.sinusoidal_rows(BACKEND)
+    assert {r.check.split()[2] for r in rows} >= {f"{pp.MAX_POSITION + 1}x16"}
+    assert all(r.passed for r in rows), [r for r in rows if not r.passed]
 
 
 def test_the_bit_identical_rows_are_the_same_arithmetic_ones():
