@@ -34,6 +34,11 @@ whichever Unicode version the engine has, while the four ASCII characters are).
    ``p`` (nor can ``$`` match at a non-``ws`` character, even in engines where it
    matches before a final newline).
 
+A plain text file may also come as a ``corpus.TextRange`` (where ``reads_text_ranges``):
+its cuts are found in its bytes by the same rule (``_next_safe_byte``), and each worker
+reads and decodes its own part, so that the calling process neither decodes the text
+nor sends it.
+
 tiktoken's fix-up of surrogate pairs (Python strings that are not valid UTF-8)
 acts on pairs of surrogates, which are never ``s[p-1]`` or ``s[p]``, so it too is
 the same per chunk. ``tests/data/test_parallel_tokenize.py`` checks all of this with
@@ -363,8 +368,10 @@ def _interrupts_held() -> Iterator[None]:
     would not do: one that arrived just before is run by Python at its next line, inside
     the block; so its handlers are swapped for ones that note the signal.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals are handled in the main thread only
+    # Signals are handled in the main thread only; a handler set outside Python is kept.
+    outside = any(signal.getsignal(sig) is None for sig in _INTERRUPTS)
+    if threading.current_thread() is not threading.main_thread() or outside:
+        yield
         return
     arrived: list[signal.Signals] = []
 

@@ -114,6 +114,10 @@ def _run(scenario) -> int:
     if "kill" in scenario:
         _arm(scenario["kill"], scenario["cwd"])
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in any Python program
+    # Ctrl-C raises KeyboardInterrupt, as in a Python program started from a shell: the
+    # harness may have inherited SIGINT ignored or blocked from the test process.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     if "argv" in scenario:
         return flax_embed.cli.main(scenario["argv"])
     try:
