@@ -45,6 +45,7 @@ import stat
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import AnyStr, Generic
 
 from flax_embed._io import describe_os_error, resolves_inside
 from flax_embed.tokenizer import ENDOFTEXT
@@ -804,13 +805,9 @@ def segment_pieces(
         if not eot:
             yield from _text_pieces(seg, progress)
             return
-        keep = len(separator) - 1  # a separator may start this many characters before a piece
-        tail = ""  # the last ``keep`` characters so far
+        count = _Occurrences(separator)
         for piece in _text_pieces(seg, progress):
-            # The separators inside the piece, and those across its start (not a copy of it).
-            seam = tail + piece[:keep]
-            counter._inside(piece.count(separator) + seam.count(separator))
-            tail = (tail + piece[-keep:])[-keep:] if keep else ""
+            counter._inside(count(piece))
             yield piece
         return
     read = {"jsonl": _jsonl_documents, "parquet": _parquet_documents, "hf": _hf_documents}
@@ -818,21 +815,35 @@ def segment_pieces(
     yield from _joined(docs, counter, eot, separator)
 
 
+class _Occurrences(Generic[AnyStr]):
+    """Counts ``needle`` in a text (or bytes) given block by block: ``count(block)`` is the
+    number of its occurrences that end in ``block``, those across its start included."""
+
+    def __init__(self, needle: AnyStr):
+        self._needle = needle
+        self._keep = len(needle) - 1  # a match may start this many items before a block
+        self._tail = needle[:0]  # the last ``keep`` items so far
+
+    def __call__(self, block: AnyStr) -> int:
+        seam = self._tail + block[: self._keep]  # not a copy of the block
+        if self._keep:
+            self._tail = (self._tail + block[-self._keep :])[-self._keep :]
+        return block.count(self._needle) + seam.count(self._needle)
+
+
 def _count_bytes(path: str, start: int, stop: int, needle: bytes) -> int:
     """How many times ``needle`` occurs in the bytes ``[start, stop)`` of a file."""
-    keep = len(needle) - 1  # a match may start this many bytes before a block
-    count, tail = 0, b""
+    count, total = _Occurrences(needle), 0
     try:
         with open(path, "rb") as f:
             f.seek(start)
             left = stop - start
             while left > 0 and (block := f.read(min(BLOCK_BYTES, left))):
                 left -= len(block)
-                count += block.count(needle) + (tail + block[:keep]).count(needle)
-                tail = (tail + block[-keep:])[-keep:] if keep else b""
+                total += count(block)
     except OSError as e:
         raise CorpusError(describe_os_error(path, e)) from None
-    return count
+    return total
 
 
 def corpus_pieces(
