@@ -83,7 +83,7 @@ def pytest_configure(config) -> None:
     """
     if not hasattr(config, "workerinput"):  # not in a pytest-xdist worker
         for package in ("flax_embed", "parity"):
-            compileall.compile_dir(REPO / package, quiet=1)
+            compileall.compile_dir(REPO / package, quiet=2)  # read-only: nothing said
 
 
 def pytest_report_header(config) -> str:

@@ -251,7 +251,7 @@ def bench(quick: bool, tokenizer_json: str | None = None) -> None:
     workers = default_workers()
     # As pip does on install: every variant then imports flax_embed from bytecode, even where
     # PYTHONDONTWRITEBYTECODE is set (the source compiled on each start cost 60 ms).
-    compileall.compile_dir(REPO / "flax_embed", quiet=1)
+    compileall.compile_dir(REPO / "flax_embed", quiet=2)
     py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="bench-tokenize-e2e-"))
     try:
