@@ -518,8 +518,7 @@ class TextRange:
                     while cut is None and pos < self.stop:
                         lo = max(pos - behind, a)  # a character starts at a: none before it
                         f.seek(lo)
-                        window = f.read(self.stop - lo if self.stop - pos <= _CUT_WINDOW
-                                        else _CUT_WINDOW + pos - lo)  # fmt: skip
+                        window = f.read(min(self.stop, pos + _CUT_WINDOW) - lo)
                         if len(window) <= pos - lo:  # the file is shorter than planned
                             break
                         found = next_cut(window, pos - lo)
