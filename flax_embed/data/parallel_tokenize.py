@@ -432,11 +432,13 @@ def _encode_in_worker(chunk: str | TextRange) -> np.ndarray:
 
 
 def _stop_processes(pool: Executor) -> None:
-    """Ends a process pool now: its workers are killed, not waited for, then the pool is shut
-    down (its queues closed: no semaphore is left to ``multiprocessing``'s tracker)."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        with contextlib.suppress(OSError, ValueError):
-            process.kill()
+    """Ends a process pool soon: the chunks not started are cancelled, the workers finish the
+    one they encode (a fraction of a second) and exit, and the pool is shut down (its queues
+    closed: no semaphore is left to ``multiprocessing``'s tracker).
+
+    Not killed: a worker killed while it writes its result leaves half a message in the
+    pipe the pool's thread reads from, which then waits for the rest forever.
+    """
     pool.shutdown(wait=True, cancel_futures=True)
 
 
