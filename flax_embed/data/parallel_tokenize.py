@@ -48,16 +48,20 @@ property tests, and that the boundaries right *after* a whitespace run are not s
 from __future__ import annotations
 
 import collections
+import concurrent.futures.process
 import contextlib
 import functools
 import itertools
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.queues
 import os
 import re
 import signal
 import sys
 import threading
+import time
+import types
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -401,10 +405,55 @@ def _start_worker(tokenizer: Tokenizer | None, bpe_dir: str | None) -> None:
     # Ctrl-C reaches the whole process group: the parent stops the workers, which must not
     # die on it first (each would print a traceback).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _terminate_worker)
+    if hasattr(signal, "SIGALRM"):
+        signal.signal(signal.SIGALRM, _terminate_worker)
     # One core per worker: the tokenizers library's own threads would oversubscribe them.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _worker_encode = _chunk_encoder(tokenizer, bpe_dir, _worker_dtype(tokenizer))
+
+
+# The code of a worker sending its result (or the ack of its end) to the pool: a message
+# over the pipe all workers share, under their shared lock.
+_SENDING = frozenset(
+    code
+    for code in (
+        getattr(getattr(concurrent.futures.process, "_sendback_result", None), "__code__", None),
+        getattr(getattr(multiprocessing.queues.SimpleQueue, "put", None), "__code__", None),
+    )
+    if code is not None
+)
+_TERMINATE_GRACE_S = 2.0
+"""How long a worker told to terminate may take to finish the message it sends."""
+_terminated_at: float | None = None
+
+
+def _terminate_worker(signum: int, frame: types.FrameType | None) -> None:
+    """A worker's SIGTERM handler: it exits at once, but not in the middle of a message.
+
+    Killed while it writes its ids to the pipe all workers share, a worker would leave half a
+    message there, and the pool's thread in the calling process would wait for the rest
+    forever (a ``timeout`` or Slurm's TERM to the whole process group did hang the command);
+    holding the pipe's lock, it would block the other workers. So a worker caught sending
+    checks again every 10 ms (SIGALRM) and exits once the message is out, or after
+    ``_TERMINATE_GRACE_S``: by then the pool has stopped reading (it stops a broken pool with
+    this same signal), and half a message harms no one.
+    """
+    global _terminated_at
+    now = time.monotonic()
+    if _terminated_at is None:
+        _terminated_at = now
+    sending = any(f.f_code in _SENDING for f in _frames(frame))
+    if sending and now - _terminated_at < _TERMINATE_GRACE_S:
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        return
+    os._exit(128 + signal.SIGTERM)
+
+
+def _frames(frame: types.FrameType | None) -> Iterator[types.FrameType]:
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
 
 
 def _chunk_encoder(tokenizer: Tokenizer | None, bpe_dir: str | os.PathLike[str] | None,

@@ -432,19 +432,17 @@ def test_an_error_that_follows_an_interrupt_is_reported_as_the_interrupt(
                                           "half-written\n")  # fmt: skip
 
 
-@pytest.mark.tokenizer  # the CLI in a subprocess: its error is in its stderr
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_to_the_process_group_stops_the_workers_cleanly(tmp_path, sig):
-    # Ctrl-C (or a TERM to the group) reaches the worker processes too: they must neither die
-    # with a traceback nor outlive the command, which prints its one line.
+@contextlib.contextmanager
+def _command_with_workers(tmp_path, copies: int):
+    """``flax-embed tokenize`` of ``copies`` x the sample text (20 KB each) with two workers,
+    in its own session, once its workers run; whatever of it is left is killed after."""
     from flax_embed.data.samples import sample_text
     from tests.faults.conftest import child_env, session_processes
 
     corpus = tmp_path / "big.txt"
-    corpus.write_text((sample_text() + ENDOFTEXT) * 3_000, encoding="utf-8")  # 60 MB
-    out = tmp_path / "tokens.bin"
-    argv = [sys.executable, "-m", "flax_embed", "tokenize", str(corpus), "-o", str(out),
-            "--workers", "2"]  # fmt: skip
+    corpus.write_text((sample_text() + ENDOFTEXT) * copies, encoding="utf-8")
+    argv = [sys.executable, "-m", "flax_embed", "tokenize", str(corpus), "-o",
+            str(tmp_path / "tokens.bin"), "--workers", "2"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=child_env(), start_new_session=True)  # fmt: skip
     try:
@@ -453,22 +451,96 @@ def test_a_signal_to_the_process_group_stops_the_workers_cleanly(tmp_path, sig):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no worker processes in 60 s"
             time.sleep(0.005)
-        os.killpg(proc.pid, sig)
-        _, err = proc.communicate(timeout=60)
-        word = "interrupted" if sig == signal.SIGINT else "terminated"
-        assert proc.returncode == 128 + sig, err
-        assert err.decode().splitlines()[-1:] == [
-            f"flax-embed tokenize: {word} ({sig.name}); no output was left half-written"
-        ], err.decode()[-3000:]
-        assert "Traceback" not in err.decode() and "leaked" not in err.decode()
-        assert session_processes(proc.pid) == []
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         for pid in session_processes(proc.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _assert_stopped_cleanly(proc, sig, tmp_path):
+    """Exit 128 + sig, its one line, no traceback, no process and no file left."""
+    from tests.faults.conftest import session_processes
+
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the command hung after the signal")
+    word = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert proc.returncode == 128 + sig, err
+    assert err.decode().splitlines()[-1:] == [
+        f"flax-embed tokenize: {word} ({sig.name}); no output was left half-written"
+    ], err.decode()[-3000:]
+    assert "Traceback" not in err.decode() and "leaked" not in err.decode()
+    assert session_processes(proc.pid) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
+
+
+@pytest.mark.tokenizer  # the CLI in a subprocess: its error is in its stderr
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_process_group_stops_the_workers_cleanly(tmp_path, sig):
+    # Ctrl-C (or a TERM to the group) reaches the worker processes too: they must neither die
+    # with a traceback nor outlive the command, which prints its one line.
+    with _command_with_workers(tmp_path, copies=3_000) as proc:  # 60 MB
+        os.killpg(proc.pid, sig)
+        _assert_stopped_cleanly(proc, sig, tmp_path)
+
+
+def _wchan(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _stopped_while_a_worker_sends(proc) -> int:
+    """Stops the command (SIGSTOP) at a moment when one of its workers is blocked writing its
+    ids to the pool's full pipe, which nothing reads from then on; that worker's pid."""
+    from tests.faults.conftest import session_processes
+
+    for _ in range(50):
+        os.kill(proc.pid, signal.SIGSTOP)
+        workers = [pid for pid in session_processes(proc.pid) if pid != proc.pid]
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            if sending := [pid for pid in workers if "pipe_write" in _wchan(pid)]:
+                return sending[0]
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGCONT)  # stopped before it gave the workers chunks
+        time.sleep(0.1)
+    pytest.skip("no worker was seen writing to a pipe (/proc/PID/wchan)")
+
+
+@pytest.mark.tokenizer  # the CLI in a subprocess: its error is in its stderr
+def test_a_term_to_the_group_while_a_worker_sends_its_ids_does_not_hang(tmp_path):
+    # GNU timeout and Slurm send TERM to the whole process group. A worker it killed halfway
+    # through writing its ids left half a message in the pool's pipe, and the command waited
+    # for the rest forever. Stopping the command first makes the TERM land mid-message.
+    with _command_with_workers(tmp_path, copies=3_000) as proc:
+        _stopped_while_a_worker_sends(proc)
+        os.killpg(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGCONT)
+        _assert_stopped_cleanly(proc, signal.SIGTERM, tmp_path)
+
+
+@pytest.mark.tokenizer
+def test_a_worker_whose_ids_cannot_go_out_still_ends_after_a_term(tmp_path):
+    # A worker told to terminate in the middle of a message waits for it to go out, but not
+    # forever: a broken pool stops reading, then sends TERM to its workers and waits for them.
+    from tests.faults.conftest import session_processes
+
+    with _command_with_workers(tmp_path, copies=3_000) as proc:
+        worker = _stopped_while_a_worker_sends(proc)
+        os.kill(worker, signal.SIGTERM)
+        time.sleep(0.5)
+        assert worker in session_processes(proc.pid), "killed halfway through its message"
+        deadline = time.monotonic() + 10
+        while worker in session_processes(proc.pid):
+            assert time.monotonic() < deadline, "a worker outlived its TERM by 10 s"
+            time.sleep(0.05)
 
 
 @pytest.mark.tokenizer  # in-process CLI: its error goes to the captured stderr
