@@ -15,6 +15,10 @@ resident memory (``VmHWM`` of each of its processes, sampled: the largest, and t
      the same tokenizer on the whole text (tiktoken ``encode_to_numpy``,
      ``tokenizers.Tokenizer.encode``), the ids saved with ``np.save``: wall time
      (target ≥ 1.7x on 2 cores), CPU time (target ≤ 1.15x the one call's), ids identical;
+   * GPT-2 only, the machine's ceiling: the same one call on each half of the text, both
+     at once (nothing cut, sent or joined). No split in two can beat it; when the two
+     cores slow each other down (shared caches, a host that shares them), it falls short
+     of 2x, and so must the command;
    * ``--workers 1`` and ``--workers N``: how throughput scales with cores;
    * what users do today on the same documents: nanoGPT's ``prepare.py`` pattern
      (``datasets.Dataset.map(num_proc=N)`` then ``np.memmap``), and the library's own
@@ -82,6 +86,14 @@ else:
 sep = {sep_id}
 ids = [i for k, doc in enumerate(batch) for i in ([sep] if k else []) + doc]
 np.save(out, np.asarray(ids, np.uint32 if max(ids) >= 2**16 else np.uint16))
+"""
+
+HALVES = """
+import subprocess, sys
+one_call, kind, spec, *halves = sys.argv[1:]
+procs = [subprocess.Popen([sys.executable, "-c", one_call, kind, spec, half, f"{half}.npy"])
+         for half in halves]
+sys.exit(max(p.wait() for p in procs))
 """
 
 NANOGPT = """
@@ -274,6 +286,10 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
     txt.write_text(SEP.join(docs), encoding="utf-8")
     with open(jsonl, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"text": d}) + "\n" for d in docs)
+    # The second half starts with its separator: the halves' ids, joined, are the whole's.
+    halves = [tmp / "half0.txt", tmp / "half1.txt"]
+    halves[0].write_text(SEP.join(docs[: len(docs) // 2]), encoding="utf-8")
+    halves[1].write_text(SEP + SEP.join(docs[len(docs) // 2 :]), encoding="utf-8")
     mb = txt.stat().st_size / 1e6
     cli = [py, "-m", "flax_embed", "tokenize"]
 
@@ -309,6 +325,8 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
             "nanogpt": [py, "-c", NANOGPT.replace("{sep_id}", sep_id), kind, spec, str(jsonl),
                         f"{out['nano']}.bin", str(workers)],
         }  # fmt: skip
+        if kind == "gpt2":
+            variants["halves"] = [py, "-c", HALVES, ONE_CALL, kind, spec, *map(str, halves)]
         t = Timed(variants, rounds)
         reference = np.load(f"{out['one']}.npy")
         same = {
@@ -335,6 +353,18 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
                  f"{cpu:.2f} s CPU", f"{one_cpu:.2f} s CPU", cpu_ratio, ratio_label="x the CPU",
                  target="≤ 1.15x", met=None if quick else cpu_ratio <= 1.15,
                  note="user + system of the process and every process it started"))  # fmt: skip
+        if "halves" in variants:
+            halves_ids = np.concatenate([np.load(f"{half}.npy") for half in halves])
+            h_wall, h_cpu, _, _ = t["halves"]
+            emit(Row(SECTION, f"{label}: the ceiling: one call on each half of the text, both "
+                     "at once, vs one call", fmt_time(h_wall), f"{fmt_time(one_wall)} one call",
+                     t.ratio("one", "halves"),
+                     note=f"the command reached {t.ratio('halves', 'command'):.0%} of it (paired "
+                     f"per round); its CPU {h_cpu:.2f} s, {t.ratio('halves', 'one', 1):.2f}x the "
+                     "one call's: what running two encoders at once costs on this machine now. "
+                     "Nothing is cut, sent, joined or written as one file, so no split in two "
+                     f"can beat it; ids identical: {np.array_equal(halves_ids, reference)} "
+                     "(the halves' ids joined)"))  # fmt: skip
         w1 = t["workers1"][0]
         emit(Row(SECTION, f"{label}: --workers {workers} vs --workers 1 (scaling with cores)",
                  fmt_time(wall), f"{fmt_time(w1)} --workers 1", t.ratio("workers1", "command"),
