@@ -737,11 +737,13 @@ class DocumentCount:
     number of times the separator's text occurs *inside* that document (documents
     without one are not listed). The tokenizer turns each occurrence into the
     separator's id, so the document index (``shards.py``) tells the separators between
-    documents from those inside them by this count, not by the ids.
+    documents from those inside them by this count, not by the ids. With
+    ``separators=False`` they are not counted (nor looked for): no index will be written.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, separators: bool = True) -> None:
         self.documents = 0
+        self.separators = separators
         self.inner_separators: dict[int, int] = {}
 
     def _inside(self, count: int) -> None:
@@ -762,7 +764,7 @@ def _joined(docs: Iterator[str], counter: DocumentCount, eot: bool,
             batch.append(sep)
         batch.append(doc)
         counter.documents += 1
-        if eot and separator in doc:
+        if eot and counter.separators and separator in doc:
             counter._inside(doc.count(separator))
         chars += len(doc)
         if chars >= _PIECE_CHARS:
@@ -798,10 +800,10 @@ def segment_pieces(
         if ranges and seg.compression is None:
             stop = _regular_stat(seg.path).st_size
             yield TextRange(seg.path, seg.start, stop)
-            if eot:  # counted in the bytes: the separator has no newline (corpus_pieces)
+            if eot and counter.separators:  # in the bytes: the separator has no newline
                 counter._inside(_count_bytes(seg.path, seg.start, stop, separator.encode()))
             return
-        if not eot:
+        if not (eot and counter.separators):
             yield from _text_pieces(seg, progress)
             return
         count = _Occurrences(separator)
@@ -867,7 +869,7 @@ def corpus_pieces(
     ranges = ranges and (eot or len(segments) == 1) and not {"\r", "\n"} & set(separator)
     for seg in segments:
         before = counter.documents
-        inner = DocumentCount()
+        inner = DocumentCount(counter.separators)
         for i, piece in enumerate(segment_pieces(seg, field, eot=eot, counter=inner,
                                                  progress=progress, separator=separator,
                                                  ranges=ranges)):  # fmt: skip

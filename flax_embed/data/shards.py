@@ -211,7 +211,7 @@ def run_unit(job: UnitJob, progress: Callable[[int], object] | None = None) -> d
     start of each of its documents in its ids (``unit_index_path``), and returns its
     ``"index_sha256"``.
     """
-    counter = DocumentCount()
+    counter = DocumentCount(separators=job.eot and job.index)
     tok = job.tokenizer
     separator_id = ENDOFTEXT_ID if tok is None else tok.separator_id
     progress = progress or (lambda n: None)

@@ -396,6 +396,23 @@ def test_ranges_count_the_separators_inside_text_files(tmp_path, monkeypatch, bl
                                                   "TextRange"]  # fmt: skip
 
 
+@pytest.mark.parametrize("ranges", [False, True])
+def test_a_count_without_separators_counts_the_documents_and_keeps_the_pieces(tmp_path, ranges):
+    # A single token file keeps no document index: the separators inside documents are not
+    # looked for, and the pieces are the same.
+    (tmp_path / "0.txt").write_text(f"a{ENDOFTEXT}b", encoding="utf-8")
+    (tmp_path / "1.jsonl").write_text(json.dumps({"text": f"c{ENDOFTEXT}"}) + "\n" +
+                                      json.dumps({"text": "d"}) + "\n", encoding="utf-8")  # fmt: skip
+    segments = plan_segments(expand_inputs([tmp_path / "0.txt", tmp_path / "1.jsonl"]))
+    found = []
+    for separators in (True, False):
+        counter = DocumentCount(separators)
+        pieces = list(corpus_pieces(segments, counter=counter, ranges=ranges))
+        found.append((pieces, counter.documents, counter.inner_separators))
+    assert found[0][:2] == found[1][:2] and found[0][1] == 3
+    assert (found[0][2], found[1][2]) == ({0: 1, 1: 1}, {})
+
+
 def test_ranges_only_where_the_text_around_cannot_run_into_them(tmp_path):
     # Without separators, a file's text joins its neighbours': read as text, not as ranges.
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
