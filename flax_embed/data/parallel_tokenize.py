@@ -242,6 +242,9 @@ def iter_encode_parallel(
     Args:
       pieces: text, and (where ``reads_text_ranges(tokenizer)``) ``corpus.TextRange``
         pieces, which stand for their text and are read and decoded by the workers.
+      workers: threads or processes (default: the cores); 1 encodes in the calling thread
+        and starts none, not even the tokenizers library's own (``TOKENIZERS_PARALLELISM``
+        is ``false`` during each call).
       tokenizer: a ``load_tokenizer`` tokenizer (then ``bpe_dir`` is not used); the ids
         equal its ``encode("".join(pieces))``. Default: GPT-2 (``gpt2_tokenizer(bpe_dir)``).
       processes: encode on ``workers`` processes instead of threads (``flax-embed
@@ -269,7 +272,8 @@ def iter_encode_parallel(
     head = list(itertools.islice(chunks, 2))
     if workers == 1 or len(head) < 2:  # one worker, or one chunk: no pool to start
         for chunk in itertools.chain(head, chunks):
-            ids = encode_chunk(chunk)
+            with _one_core() if workers == 1 else contextlib.nullcontext():
+                ids = encode_chunk(chunk)
             report(_range_bytes(chunk))
             yield ids
         return
@@ -329,6 +333,21 @@ def iter_encode_parallel(
                     pool.shutdown(wait=True)
                 else:  # an error, an interrupt or a consumer that stopped: no waiting
                     _stop_processes(pool)
+
+
+@contextlib.contextmanager
+def _one_core() -> Iterator[None]:
+    """``workers=1`` is one core: the tokenizers library's batch encoder, which reads
+    ``TOKENIZERS_PARALLELISM`` at each call, runs on the calling thread, not its own pool."""
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
 def _range_bytes(chunk: str | TextRange) -> int:

@@ -2,7 +2,10 @@ import itertools
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,6 +254,33 @@ def test_text_ranges_need_a_tokenizer_that_cuts_bytes(tmp_path, bpe_tokenizer_js
     pieces = [TextRange(str(tmp_path / "t.txt"), 0, 1)]
     with pytest.raises(TypeError, match="takes str pieces, not TextRange"):
         list(iter_encode_parallel(pieces, tokenizer=tokenizer))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+_THREADS_AFTER_ONE_WORKER = """
+import os, sys
+from flax_embed.data.parallel_tokenize import iter_encode_parallel
+from flax_embed.tokenizer import load_tokenizer
+tokenizer = load_tokenizer(sys.argv[1])
+text = "<|endoftext|>".join(f"document {k} of many, each its own." for k in range(5_000))
+threads = len(os.listdir("/proc/self/task"))  # numpy's BLAS may have started some
+ids = list(iter_encode_parallel([text], workers=1, chunk_chars=10_000, tokenizer=tokenizer))
+assert len(ids) > 1, "one chunk"
+print(len(os.listdir("/proc/self/task")) - threads, os.environ["TOKENIZERS_PARALLELISM"])
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_one_worker_is_one_core_for_a_tokenizer_json(bpe_tokenizer_json):
+    # The tokenizers library encodes a batch on a pool of its own threads, one per core,
+    # unless TOKENIZERS_PARALLELISM says otherwise: `--workers 1` starts none.
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "true", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", _THREADS_AFTER_ONE_WORKER,
+                           str(bpe_tokenizer_json)], capture_output=True, text=True, env=env,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "true"]  # no thread started; the caller's setting kept
 
 
 class _Signalled(Exception):
