@@ -15,10 +15,10 @@ resident memory (``VmHWM`` of each of its processes, sampled: the largest, and t
      the same tokenizer on the whole text (tiktoken ``encode_to_numpy``,
      ``tokenizers.Tokenizer.encode``), the ids saved with ``np.save``: wall time
      (target ≥ 1.7x on 2 cores), CPU time (target ≤ 1.15x the one call's), ids identical;
-   * GPT-2 only, the machine's ceiling: the same one call on each half of the text, both
-     at once (nothing cut, sent or joined). No split in two can beat it; when the two
-     cores slow each other down (shared caches, a host that shares them), it falls short
-     of 2x, and so must the command;
+   * GPT-2 only, a split by hand: the same one call on each half of the text, both at
+     once, as a user would run two jobs. Its CPU against one call's is what two encoders
+     at once cost on this machine at that moment (shared caches, a host that shares the
+     cores): where it is well above 1, no parallel run reaches 2x;
    * ``--workers 1`` and ``--workers N``: how throughput scales with cores;
    * what users do today on the same documents: nanoGPT's ``prepare.py`` pattern
      (``datasets.Dataset.map(num_proc=N)`` then ``np.memmap``), and the library's own
@@ -356,15 +356,14 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
         if "halves" in variants:
             halves_ids = np.concatenate([np.load(f"{half}.npy") for half in halves])
             h_wall, h_cpu, _, _ = t["halves"]
-            emit(Row(SECTION, f"{label}: the ceiling: one call on each half of the text, both "
-                     "at once, vs one call", fmt_time(h_wall), f"{fmt_time(one_wall)} one call",
-                     t.ratio("one", "halves"),
-                     note=f"the command reached {t.ratio('halves', 'command'):.0%} of it (paired "
-                     f"per round); its CPU {h_cpu:.2f} s, {t.ratio('halves', 'one', 1):.2f}x the "
-                     "one call's: what running two encoders at once costs on this machine now. "
-                     "Nothing is cut, sent, joined or written as one file, so no split in two "
-                     f"can beat it; ids identical: {np.array_equal(halves_ids, reference)} "
-                     "(the halves' ids joined)"))  # fmt: skip
+            emit(Row(SECTION, f"{label}: split by hand, one call on each half of the text, "
+                     "both at once, vs one call", fmt_time(h_wall),
+                     f"{fmt_time(one_wall)} one call", t.ratio("one", "halves"),
+                     note=f"the command {t.ratio('halves', 'command'):.2f}x faster than it "
+                     f"(paired per round); its CPU {h_cpu:.2f} s, "
+                     f"{t.ratio('halves', 'one', 1):.2f}x the one call's: what two encoders at "
+                     "once cost on this machine in this run (two start-ups included); ids identical: "
+                     f"{np.array_equal(halves_ids, reference)} (the halves' ids joined)"))  # fmt: skip
         w1 = t["workers1"][0]
         emit(Row(SECTION, f"{label}: --workers {workers} vs --workers 1 (scaling with cores)",
                  fmt_time(wall), f"{fmt_time(w1)} --workers 1", t.ratio("workers1", "command"),

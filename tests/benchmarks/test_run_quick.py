@@ -82,7 +82,7 @@ def test_describes_the_machine(report):
         ("tokenize-e2e", "start-up: flax-embed tokenize --help"),
         ("tokenize-e2e", "GPT-2: flax-embed tokenize, 0.3 MB .txt, vs one call"),
         ("tokenize-e2e", "GPT-2: CPU time of the command vs one call"),
-        ("tokenize-e2e", "GPT-2: the ceiling: one call on each half of the text"),
+        ("tokenize-e2e", "GPT-2: split by hand, one call on each half of the text"),
         ("tokenize-e2e", "tokenizer.json (tokenizer.json, 2774 ids): flax-embed tokenize"),
         ("tokenize-e2e", "GPT-2: flax-embed tokenize vs nanoGPT prepare.py"),
     ],
