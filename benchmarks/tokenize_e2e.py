@@ -362,8 +362,9 @@ def _bench(quick: bool, tokenizer_json: str | None, size: int, workers: int, py:
                      note=f"the command {t.ratio('halves', 'command'):.2f}x faster than it "
                      f"(paired per round); its CPU {h_cpu:.2f} s, "
                      f"{t.ratio('halves', 'one', 1):.2f}x the one call's: what two encoders at "
-                     "once cost on this machine in this run (two start-ups included); ids identical: "
-                     f"{np.array_equal(halves_ids, reference)} (the halves' ids joined)"))  # fmt: skip
+                     "once cost on this machine in this run (two start-ups included); ids "
+                     f"identical: {np.array_equal(halves_ids, reference)} (the halves' ids "
+                     "joined)"))  # fmt: skip
         w1 = t["workers1"][0]
         emit(Row(SECTION, f"{label}: --workers {workers} vs --workers 1 (scaling with cores)",
                  fmt_time(wall), f"{fmt_time(w1)} --workers 1", t.ratio("workers1", "command"),

@@ -424,9 +424,11 @@ def _start_worker(tokenizer: Tokenizer | None, bpe_dir: str | None) -> None:
     # Ctrl-C reaches the whole process group: the parent stops the workers, which must not
     # die on it first (each would print a traceback).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _terminate_worker)
-    if hasattr(signal, "SIGALRM"):
+    if hasattr(signal, "setitimer"):  # POSIX: a TERM does not cut a message in two
+        signal.signal(signal.SIGTERM, _terminate_worker)
         signal.signal(signal.SIGALRM, _terminate_worker)
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # One core per worker: the tokenizers library's own threads would oversubscribe them.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _worker_encode = _chunk_encoder(tokenizer, bpe_dir, _worker_dtype(tokenizer))

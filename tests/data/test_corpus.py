@@ -401,8 +401,8 @@ def test_a_count_without_separators_counts_the_documents_and_keeps_the_pieces(tm
     # A single token file keeps no document index: the separators inside documents are not
     # looked for, and the pieces are the same.
     (tmp_path / "0.txt").write_text(f"a{ENDOFTEXT}b", encoding="utf-8")
-    (tmp_path / "1.jsonl").write_text(json.dumps({"text": f"c{ENDOFTEXT}"}) + "\n" +
-                                      json.dumps({"text": "d"}) + "\n", encoding="utf-8")  # fmt: skip
+    lines = [json.dumps({"text": f"c{ENDOFTEXT}"}), json.dumps({"text": "d"})]
+    (tmp_path / "1.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     segments = plan_segments(expand_inputs([tmp_path / "0.txt", tmp_path / "1.jsonl"]))
     found = []
     for separators in (True, False):
