@@ -52,6 +52,7 @@ import concurrent.futures.process
 import contextlib
 import functools
 import itertools
+import mmap
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.queues
@@ -251,9 +252,10 @@ def iter_encode_parallel(
         tokenize`` does). tiktoken's encoder releases the GIL, yet two of its threads in one
         process contend and cost far more CPU than one call (benchmarks/tokenize_e2e.py);
         two processes do not. The processes are forked where that is safe (Linux, no other
-        Python thread, JAX not loaded), else started by ``forkserver`` or ``spawn``; they
-        ignore SIGINT (the caller's Ctrl-C stops them) and end with the iteration. A text
-        of one chunk is encoded here, without starting any.
+        Python thread, JAX not loaded), and then write the ids to memory shared with the
+        caller (``_IdSlots``), else started by ``forkserver`` or ``spawn``; they ignore
+        SIGINT (the caller's Ctrl-C stops them) and end with the iteration. A text of one
+        chunk is encoded here, without starting any.
       progress: called with the bytes of each part of a ``TextRange`` as its ids are
         yielded (a text piece's bytes are its reader's to report).
 
@@ -281,24 +283,37 @@ def iter_encode_parallel(
     # IN_FLIGHT_PER_WORKER chunks per worker queued: the workers keep encoding while
     # this thread reads and cuts the next piece and the caller writes the ids, instead
     # of idling at the end of every piece (see benchmarks/corpora.py).
-    in_flight: collections.deque[tuple[int, Future]] = collections.deque()
+    in_flight: collections.deque[tuple[int, int | None, Future]] = collections.deque()
     limit = IN_FLIGHT_PER_WORKER * workers
+    slots = None
     if processes:
-        pool: Executor = ProcessPoolExecutor(
-            workers, mp_context=_process_context(), initializer=_start_worker,
-            initargs=(tokenizer, None if bpe_dir is None else os.fspath(bpe_dir)))  # fmt: skip
+        context = _process_context()
+        if context.get_start_method() == "fork":  # the forked workers share the slots' memory
+            # Two ids per character: more than any text but runs of emoji needs.
+            with contextlib.suppress(OSError):  # no memory to reserve: ids in the messages
+                slots = _IdSlots(limit, 2 * chunk_chars, _worker_dtype(tokenizer))
+        folder = None if bpe_dir is None else os.fspath(bpe_dir)
+        pool: Executor = ProcessPoolExecutor(workers, mp_context=context,
+                                             initializer=_start_worker,
+                                             initargs=(tokenizer, folder, slots))  # fmt: skip
     else:
         pool = ThreadPoolExecutor(workers)
 
-    def submit(chunk: str | TextRange) -> Future:
+    def submit(chunk: str | TextRange) -> tuple[int, int | None, Future]:
         if not processes:
-            return pool.submit(encode_chunk, chunk)
+            return _range_bytes(chunk), None, pool.submit(encode_chunk, chunk)
+        slot = slots.free.popleft() if slots is not None else None  # one free per chunk
         with _interrupts_held():  # the workers are started in the first submits
-            return pool.submit(_encode_in_worker, chunk)
+            return _range_bytes(chunk), slot, pool.submit(_encode_in_worker, chunk, slot)
 
     def result() -> np.ndarray:
-        nbytes, future = in_flight.popleft()
+        nbytes, slot, future = in_flight.popleft()
         ids = future.result()
+        if slot is not None:
+            assert slots is not None
+            if isinstance(ids, int):  # the ids are in the slot
+                ids = slots.ids(slot, ids).copy()
+            slots.free.append(slot)
         report(nbytes)
         return ids
 
@@ -306,11 +321,11 @@ def iter_encode_parallel(
     try:
         try:
             for chunk in itertools.chain(head, chunks):
-                in_flight.append((_range_bytes(chunk), submit(chunk)))
-                while len(in_flight) >= limit or (in_flight and in_flight[0][1].done()):
+                in_flight.append(submit(chunk))
+                while len(in_flight) >= limit or (in_flight and in_flight[0][2].done()):
                     yield result()
         except Exception:  # reading a later piece failed: an earlier chunk's error is first
-            for _, future in in_flight:
+            for _, _, future in in_flight:
                 if (earlier := future.exception()) is not None:
                     raise earlier from None
             raise
@@ -323,7 +338,7 @@ def iter_encode_parallel(
             "fewer workers if memory is short"
         ) from None
     finally:
-        for _, future in in_flight:
+        for _, _, future in in_flight:
             future.cancel()
         if not processes:
             pool.shutdown(wait=True)
@@ -415,12 +430,42 @@ def _interrupts_held() -> Iterator[None]:
                 signal.raise_signal(signum)
 
 
+class _IdSlots:
+    """Memory shared with forked workers: ``count`` slots of ``size`` ids each, where a worker
+    writes a chunk's ids and returns only their number.
+
+    The pool sends every result over one pipe that all workers write to. A worker killed
+    (SIGKILL: the kernel's out-of-memory killer) while it writes a large result leaves half
+    a message there; the pool's thread then waits for the rest forever, and the command with
+    it, deaf to Ctrl-C. A result of one integer is written in one atomic write (under
+    ``PIPE_BUF``), which no kill can cut. A chunk with more ids than a slot holds (one far
+    past ``chunk_chars`` for want of a safe boundary, or runs of emoji) still sends them in
+    the message.
+    """
+
+    def __init__(self, count: int, size: int, dtype: np.dtype):
+        self.size = size
+        self.dtype = np.dtype(dtype)
+        self.free = collections.deque(range(count))
+        # Anonymous and shared: forked processes write to the same pages; none is touched
+        # (so none is resident) until ids are written to it.
+        self._memory = mmap.mmap(-1, count * size * self.dtype.itemsize)
+
+    def ids(self, slot: int, n: int) -> np.ndarray:
+        """The first ``n`` ids of ``slot``, a view of the shared memory."""
+        return np.frombuffer(self._memory, self.dtype, n, slot * self.size * self.dtype.itemsize)
+
+
 _worker_encode: Callable[[str | TextRange], np.ndarray] | None = None
 """A worker process's encoder (``_start_worker``)."""
+_worker_slots: _IdSlots | None = None
+"""The slots a forked worker writes its ids to (``_start_worker``)."""
 
 
-def _start_worker(tokenizer: Tokenizer | None, bpe_dir: str | None) -> None:
-    global _worker_encode
+def _start_worker(tokenizer: Tokenizer | None, bpe_dir: str | None,
+                  slots: _IdSlots | None = None) -> None:  # fmt: skip
+    global _worker_encode, _worker_slots
+    _worker_slots = slots
     # Ctrl-C reaches the whole process group: the parent stops the workers, which must not
     # die on it first (each would print a traceback).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -496,9 +541,14 @@ def _worker_dtype(tokenizer: Tokenizer | None) -> np.dtype:
     return id_dtype(GPT2_VOCAB_SIZE if tokenizer is None else tokenizer.n_vocab)
 
 
-def _encode_in_worker(chunk: str | TextRange) -> np.ndarray:
+def _encode_in_worker(chunk: str | TextRange, slot: int | None) -> np.ndarray | int:
+    """A chunk's ids, or their number once written to ``slot`` of the shared slots."""
     assert _worker_encode is not None, "not a worker process"
-    return _worker_encode(chunk)
+    ids = _worker_encode(chunk)
+    if slot is None or _worker_slots is None or len(ids) > _worker_slots.size:
+        return ids
+    _worker_slots.ids(slot, len(ids))[:] = ids
+    return len(ids)
 
 
 def _stop_processes(pool: Executor) -> None:

@@ -1,3 +1,4 @@
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -5,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -281,6 +283,133 @@ def test_one_worker_is_one_core_for_a_tokenizer_json(bpe_tokenizer_json):
                           check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0", "true"]  # no thread started; the caller's setting kept
+
+
+_FORKED_PAST_A_SLOT = """
+import multiprocessing
+import numpy as np
+from flax_embed.data import parallel_tokenize
+from flax_embed.tokenizer import encode
+
+assert parallel_tokenize._process_context().get_start_method() == "fork"
+text = "".join(["Plain words, cut often. " * 40, "x" * 3_000, " Then: ", "\\U0001f600" * 500,
+                " and words again." * 40])
+got = list(parallel_tokenize.iter_encode_parallel([text], workers=2, chunk_chars=200,
+                                                  processes=True))
+assert len(got) > 4, len(got)
+np.testing.assert_array_equal(np.concatenate(got), encode(text))
+assert not multiprocessing.active_children()
+print("equal")
+"""
+
+
+@pytest.mark.tokenizer  # the subprocess loads GPT-2
+def test_forked_workers_ids_in_shared_memory_and_past_a_slot_are_the_serial_ids():
+    # Forked workers write a chunk's ids to a slot of shared memory (2 ids per character of
+    # chunk_chars); a chunk with no safe boundary for long, or of emoji (up to 4 ids each),
+    # has more and sends them in the message. In a fresh process: one with JAX loaded or
+    # another thread does not fork.
+    from tests.faults.conftest import child_env
+
+    proc = subprocess.run([sys.executable, "-c", _FORKED_PAST_A_SLOT], capture_output=True,
+                          text=True, env=child_env(), check=False)  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (0, "equal\n"), proc.stderr[-3000:]
+
+
+_ENCODE_ON_A_FORKSERVER = """
+import signal, sys, threading, time
+from flax_embed.data.parallel_tokenize import iter_encode_parallel
+from flax_embed.data.samples import sample_text
+
+# Another thread: the workers are started by a forkserver, not forked, and send their ids in
+# the pool's messages (forked ones write them to shared memory).
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+def terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+signal.signal(signal.SIGTERM, terminated)
+text = (sample_text() + "<|endoftext|>") * 500  # 10 MB
+for ids in iter_encode_parallel([text], workers=2, processes=True):
+    pass
+"""
+
+
+@contextlib.contextmanager
+def _stopped_while_a_worker_sends():
+    """A process encoding on forkserver workers, in its own session, stopped (SIGSTOP) at a
+    moment when one of its workers is blocked writing its ids to the pool's full pipe, which
+    nothing reads from then on: ``(process, that worker's pid)``. Whatever is left of the
+    session is killed after."""
+    from tests.faults.conftest import child_env, session_processes, wchan
+
+    proc = subprocess.Popen([sys.executable, "-c", _ENCODE_ON_A_FORKSERVER], env=child_env(),
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        for _ in range(100):
+            time.sleep(0.1)
+            os.kill(proc.pid, signal.SIGSTOP)
+            others = [pid for pid in session_processes(proc.pid) if pid != proc.pid]
+            deadline = time.monotonic() + 1
+            while time.monotonic() < deadline:
+                if sending := [pid for pid in others if "pipe_write" in wchan(pid)]:
+                    break
+                time.sleep(0.01)
+            if sending:
+                break
+            os.kill(proc.pid, signal.SIGCONT)  # not encoding yet (or between chunks)
+        else:
+            pytest.skip("no worker was seen writing to a pipe (/proc/PID/wchan)")
+        yield proc, sending[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in session_processes(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _session_ends(session: int, seconds: float) -> bool:
+    from tests.faults.conftest import session_processes
+
+    deadline = time.monotonic() + seconds
+    while session_processes(session):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.tokenizer  # the subprocess loads GPT-2
+def test_a_term_to_the_group_while_a_worker_sends_its_ids_does_not_hang():
+    # GNU timeout and Slurm send TERM to the whole process group. A worker it killed halfway
+    # through writing its ids left half a message in the pool's pipe, and the caller waited
+    # for the rest forever. A worker told to terminate finishes the message first.
+    with _stopped_while_a_worker_sends() as (proc, _):
+        os.killpg(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGCONT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("hung after the TERM")
+        assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-3000:]
+        assert _session_ends(proc.pid, 10), "a process outlived the TERM"
+
+
+@pytest.mark.tokenizer
+def test_a_worker_whose_ids_cannot_go_out_still_ends_after_a_term():
+    # ... but not forever: a broken pool stops reading, then sends TERM to its workers and
+    # waits for them.
+    from tests.faults.conftest import session_processes
+
+    with _stopped_while_a_worker_sends() as (proc, worker):
+        os.kill(worker, signal.SIGTERM)
+        time.sleep(0.5)
+        assert worker in session_processes(proc.pid), "killed halfway through its message"
+        deadline = time.monotonic() + 10
+        while worker in session_processes(proc.pid):
+            assert time.monotonic() < deadline, "a worker outlived its TERM by 10 s"
+            time.sleep(0.05)
 
 
 class _Signalled(Exception):

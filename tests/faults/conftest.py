@@ -64,6 +64,15 @@ def run_cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
+def wchan(pid: int) -> str:
+    """What the process waits in, from /proc (``pipe_write``, ``futex_do_wait``...; "" if gone)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def session_processes(session: int) -> list[int]:
     """The live (not zombie) processes of ``session``, from /proc."""
     found = []
