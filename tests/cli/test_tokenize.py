@@ -437,7 +437,7 @@ def _command_with_workers(tmp_path, copies: int):
     """``flax-embed tokenize`` of ``copies`` x the sample text (20 KB each) with two workers,
     in its own session, once its workers run; whatever of it is left is killed after."""
     from flax_embed.data.samples import sample_text
-    from tests.faults.conftest import child_env, session_processes
+    from tests.faults.conftest import child_env, kill_session, session_processes
 
     corpus = tmp_path / "big.txt"
     corpus.write_text((sample_text() + ENDOFTEXT) * copies, encoding="utf-8")
@@ -453,11 +453,7 @@ def _command_with_workers(tmp_path, copies: int):
             time.sleep(0.005)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in session_processes(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_session(proc)
 
 
 def _assert_stopped_cleanly(proc, sig, tmp_path):

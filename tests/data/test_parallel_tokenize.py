@@ -341,10 +341,11 @@ def _stopped_while_a_worker_sends():
     moment when one of its workers is blocked writing its ids to the pool's full pipe, which
     nothing reads from then on: ``(process, that worker's pid)``. Whatever is left of the
     session is killed after."""
-    from tests.faults.conftest import child_env, session_processes, wchan
+    from tests.faults.conftest import child_env, kill_session, session_processes, wchan
 
     proc = subprocess.Popen([sys.executable, "-c", _ENCODE_ON_A_FORKSERVER], env=child_env(),
                             stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    sending: list[int] = []
     try:
         for _ in range(100):
             time.sleep(0.1)
@@ -362,11 +363,7 @@ def _stopped_while_a_worker_sends():
             pytest.skip("no worker was seen writing to a pipe (/proc/PID/wchan)")
         yield proc, sending[0]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in session_processes(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_session(proc)
 
 
 def _session_ends(session: int, seconds: float) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,15 @@ def run_cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
         timeout=120,
         **kwargs,
     )
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """Kills ``proc`` (started with ``start_new_session``) and whatever is left of its session."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pid in session_processes(proc.pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def wchan(pid: int) -> str:
