@@ -62,6 +62,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import types
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -317,7 +318,6 @@ def iter_encode_parallel(
         report(nbytes)
         return ids
 
-    finished = False
     try:
         try:
             for chunk in itertools.chain(head, chunks):
@@ -331,7 +331,6 @@ def iter_encode_parallel(
             raise
         while in_flight:
             yield result()
-        finished = True
     except BrokenProcessPool:
         raise WorkerDiedError(
             "a tokenizer worker process died (killed, or out of memory?); run again, with "
@@ -343,11 +342,13 @@ def iter_encode_parallel(
         if not processes:
             pool.shutdown(wait=True)
         else:
+            # After an error, an interrupt or a consumer that stopped, the chunks not started
+            # are cancelled and each worker finishes its own (a fraction of a second), then
+            # exits; the queues are closed (no semaphore left to multiprocessing's tracker).
+            # Not killed: a worker killed while it sends a result through the pool's pipe
+            # leaves half a message, and the pool's thread waits for the rest forever.
             with _interrupts_held():  # a second Ctrl-C must not leave a worker running
-                if finished:
-                    pool.shutdown(wait=True)
-                else:  # an error, an interrupt or a consumer that stopped: no waiting
-                    _stop_processes(pool)
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -509,17 +510,11 @@ def _terminate_worker(signum: int, frame: types.FrameType | None) -> None:
     now = time.monotonic()
     if _terminated_at is None:
         _terminated_at = now
-    sending = any(f.f_code in _SENDING for f in _frames(frame))
+    sending = any(f.f_code in _SENDING for f, _ in traceback.walk_stack(frame))
     if sending and now - _terminated_at < _TERMINATE_GRACE_S:
         signal.setitimer(signal.ITIMER_REAL, 0.01)
         return
     os._exit(128 + signal.SIGTERM)
-
-
-def _frames(frame: types.FrameType | None) -> Iterator[types.FrameType]:
-    while frame is not None:
-        yield frame
-        frame = frame.f_back
 
 
 def _chunk_encoder(tokenizer: Tokenizer | None, bpe_dir: str | os.PathLike[str] | None,
@@ -549,17 +544,6 @@ def _encode_in_worker(chunk: str | TextRange, slot: int | None) -> np.ndarray | 
         return ids
     _worker_slots.ids(slot, len(ids))[:] = ids
     return len(ids)
-
-
-def _stop_processes(pool: Executor) -> None:
-    """Ends a process pool soon: the chunks not started are cancelled, the workers finish the
-    one they encode (a fraction of a second) and exit, and the pool is shut down (its queues
-    closed: no semaphore is left to ``multiprocessing``'s tracker).
-
-    Not killed: a worker killed while it writes its result leaves half a message in the
-    pipe the pool's thread reads from, which then waits for the rest forever.
-    """
-    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _chunks(
