@@ -22,6 +22,7 @@ Every file flax-embed writes (token files and their sidecars, ``embed --out``,
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -39,6 +40,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_json",
     "describe_os_error",
+    "file_sha256",
     "new_file_mode",
     "remove_stale_temps",
     "resolves_inside",
@@ -73,6 +75,15 @@ def temp_path(path: str | os.PathLike[str]) -> Path:
     """A fresh temporary name beside ``path``: ``.{name}.flax-embed-{pid}-{hex}.tmp``."""
     path = Path(path)
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """``"sha256:<hex>"`` of a file's bytes, read in 8 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def _pid_is_gone(pid: int) -> bool:

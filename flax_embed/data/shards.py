@@ -80,6 +80,7 @@ from flax_embed._io import (
     atomic_open,
     atomic_write_json,
     describe_os_error,
+    file_sha256,
     remove_stale_temps,
     resolves_inside,
     temp_path,
@@ -175,15 +176,6 @@ def shard_name(index: int) -> str:
     return f"tokens-{index:05d}.bin"
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """``"sha256:<hex>"`` of a file's bytes, read in 8 MB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
-
-
 # --- the units of work (module-level functions: Ray pickles them) -------------------------
 
 
@@ -228,7 +220,7 @@ def run_unit(job: UnitJob, progress: Callable[[int], object] | None = None) -> d
                 found.append(np.flatnonzero(ids_N == separator_id) + writer.count)
             writer.write(ids_N)
     result = {"tokens": writer.count, "documents": counter.documents,
-              "sha256": file_sha256(job.part)}  # fmt: skip
+              "sha256": writer.sha256}  # fmt: skip
     if job.eot and job.index:
         where = job.segments[0].path if job.segments else job.part
         positions = np.concatenate(found) if found else np.zeros(0, np.int64)
@@ -325,7 +317,7 @@ def run_shard(job: ShardJob) -> dict:
                 writer.write(np.asarray(ids[a : min(stop, a + _COPY_TOKENS)]))
             del ids
     return {"name": Path(job.path).name, "tokens": writer.count,
-            "sha256": file_sha256(job.path)}  # fmt: skip
+            "sha256": writer.sha256}  # fmt: skip
 
 
 def cut_shards(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import time
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flax_embed._io import AtomicFile, atomic_open, atomic_write_json
+from flax_embed._io import AtomicFile, atomic_open, atomic_write_json, file_sha256
 from flax_embed._validation import (
     check_ids_1d,
     check_one_of,
@@ -136,6 +137,8 @@ class TokenFileWriter:
         self.vocab_size = int(vocab_size)
         self.count = 0
         self._crc32 = 0
+        self._sha256 = hashlib.sha256()  # of a .bin's bytes, as they are written
+        self._in_place = False  # the data renamed onto ``path``
         if self.layout == "bin" and sidecar_path(self.path).is_dir():
             sidecar = sidecar_path(self.path)
             raise IsADirectoryError(errno.EISDIR, "Is a directory (the sidecar)", str(sidecar))
@@ -169,7 +172,21 @@ class TokenFileWriter:
         data = ids_N.astype(self.dtype, copy=False).tobytes()
         self._file.write(data)
         self._crc32 = zlib.crc32(data, self._crc32)
+        self._sha256.update(data)
         self.count += ids_N.size
+
+    @property
+    def sha256(self) -> str:
+        """``"sha256:<hex>"`` of the file's bytes, once committed (``_io.file_sha256``).
+
+        A ``.bin``'s is hashed as its ids are written, so that it is not read back; a
+        ``.npy``'s header is only final at the commit, so that file is read once.
+        """
+        if not self._in_place:
+            raise RuntimeError(f"{self.path}: not written yet (commit() first)")
+        if self.layout == "npy":
+            return file_sha256(self.path)
+        return "sha256:" + self._sha256.hexdigest()
 
     def commit(self) -> Path:
         """Finishes the file and renames it into place; returns ``path``.
@@ -186,6 +203,7 @@ class TokenFileWriter:
             self._atomic.finish()
             if self.layout == "npy":
                 self._atomic.rename()
+                self._in_place = True
                 return self.path
         except BaseException:
             self.abort()
@@ -198,14 +216,13 @@ class TokenFileWriter:
         except BaseException:
             self.abort()
             raise
-        data_in_place = False
         try:
             atomic_write_json(sidecar, {**self._sidecar(), "complete": False})
             self._atomic.rename()
-            data_in_place = True
+            self._in_place = True
             atomic_write_json(sidecar, self._sidecar())
         except BaseException:
-            if data_in_place:  # finish the pair: one small write (a KeyboardInterrupt, say)
+            if self._in_place:  # finish the pair: one small write (a KeyboardInterrupt, say)
                 with contextlib.suppress(Exception):
                     atomic_write_json(sidecar, self._sidecar())
             else:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flax_embed._io import file_sha256
 from flax_embed.data import Batcher, SlidingWindowDataset, TokenFileDataset, token_files
 from flax_embed.data.token_files import (
     TokenFileError,
@@ -81,6 +82,24 @@ def test_streamed_writes_equal_one_write(tmp_path, ids, name):
         writer.write([])
     assert writer.count == len(ids)
     np.testing.assert_array_equal(read_token_file(tmp_path / name), ids)
+
+
+@pytest.mark.tokenizer
+@pytest.mark.parametrize("name", LAYOUTS)
+@pytest.mark.parametrize("vocab", [GPT2_VOCAB_SIZE, 100_000])
+def test_the_writers_sha256_is_the_written_files(tmp_path, ids, name, vocab):
+    with TokenFileWriter(tmp_path / name, vocab_size=vocab) as writer:
+        for part in np.array_split(ids, 3):
+            writer.write(part)
+    assert writer.sha256 == file_sha256(tmp_path / name)
+
+
+def test_the_writers_sha256_waits_for_the_commit(tmp_path):
+    writer = TokenFileWriter(tmp_path / "t.bin")
+    writer.write([1, 2, 3])
+    with pytest.raises(RuntimeError, match="not written yet"):
+        _ = writer.sha256
+    writer.abort()
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
