@@ -164,6 +164,8 @@ class AtomicFile:
         self._done = False
         try:
             fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            made = os.fstat(fd)
+            self._identity = (made.st_dev, made.st_ino)
             self.file: IO[bytes] = os.fdopen(fd, "wb")
         except OSError as e:
             raise _name_target(e, self.path, self.tmp) from None
@@ -190,6 +192,15 @@ class AtomicFile:
         self._done = True
         _fsync_dir(self.path.parent)
         return self.path
+
+    def in_place(self) -> bool:
+        """Whether ``path`` is now this temporary, renamed: by the file's identity, not by a
+        flag that an interrupt raised right after the rename would leave unset."""
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return False
+        return (found.st_dev, found.st_ino) == self._identity
 
     def commit(self) -> Path:
         """``finish()`` then ``rename()``; on any error, ``abort()`` and raise."""

@@ -1,6 +1,6 @@
 import pytest
 
-from flax_embed._io import atomic_open, atomic_path
+from flax_embed._io import AtomicFile, atomic_open, atomic_path
 
 
 def test_writes_the_whole_file(tmp_path):
@@ -48,3 +48,18 @@ def test_written_files_get_the_usual_mode_not_the_temporaries(tmp_path):
         f.write(b"x")
     assert new_file_mode() == os.stat(plain).st_mode & 0o777
     assert os.stat(target).st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+
+
+def test_a_temporary_is_in_place_once_renamed_onto_the_target_and_only_then(tmp_path):
+    target = tmp_path / "t.bin"
+    target.write_bytes(b"old")
+    written = AtomicFile(target)
+    written.file.write(b"new")
+    written.finish()
+    assert not written.in_place()
+    written.rename()
+    assert written.in_place()
+    other = tmp_path / "other"
+    other.write_bytes(b"another writer's")  # made while ours exists: another inode
+    other.replace(target)
+    assert not written.in_place()

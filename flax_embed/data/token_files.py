@@ -138,7 +138,7 @@ class TokenFileWriter:
         self.count = 0
         self._crc32 = 0
         self._sha256 = hashlib.sha256()  # of a .bin's bytes, as they are written
-        self._in_place = False  # the data renamed onto ``path``
+        self._committed = False
         if self.layout == "bin" and sidecar_path(self.path).is_dir():
             sidecar = sidecar_path(self.path)
             raise IsADirectoryError(errno.EISDIR, "Is a directory (the sidecar)", str(sidecar))
@@ -182,7 +182,7 @@ class TokenFileWriter:
         A ``.bin``'s is hashed as its ids are written, so that it is not read back; a
         ``.npy``'s header is only final at the commit, so that file is read once.
         """
-        if not self._in_place:
+        if not self._committed:
             raise RuntimeError(f"{self.path}: not written yet (commit() first)")
         if self.layout == "npy":
             return file_sha256(self.path)
@@ -203,7 +203,7 @@ class TokenFileWriter:
             self._atomic.finish()
             if self.layout == "npy":
                 self._atomic.rename()
-                self._in_place = True
+                self._committed = True
                 return self.path
         except BaseException:
             self.abort()
@@ -219,10 +219,11 @@ class TokenFileWriter:
         try:
             atomic_write_json(sidecar, {**self._sidecar(), "complete": False})
             self._atomic.rename()
-            self._in_place = True
             atomic_write_json(sidecar, self._sidecar())
         except BaseException:
-            if self._in_place:  # finish the pair: one small write (a KeyboardInterrupt, say)
+            # The data in place (an interrupt can come right after its rename): finish the
+            # pair, one small write.
+            if self._atomic.in_place():
                 with contextlib.suppress(Exception):
                     atomic_write_json(sidecar, self._sidecar())
             else:
@@ -234,6 +235,7 @@ class TokenFileWriter:
                         with atomic_open(sidecar) as f:
                             f.write(old)
             raise
+        self._committed = True
         return self.path
 
     def abort(self) -> None:

@@ -4,6 +4,7 @@ during ``save_params``)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,14 @@ from flax_embed.convert import save_params
 from flax_embed.data import TokenFileDataset, read_token_file, write_token_file
 from flax_embed.distributed.prefetch import DevicePrefetcher
 
-from .conftest import assert_one_line, child_env, ours, run_scenarios
+from .conftest import (
+    assert_one_line,
+    child_env,
+    kill_session,
+    ours,
+    run_scenarios,
+    session_processes,
+)
 
 A = np.arange(3000) % 50257
 B = (np.arange(5000) * 7 + 1) % 50257
@@ -107,10 +115,29 @@ def test_a_real_sigterm_during_tokenize(tmp_path):
     target = out / "t.bin"
     write_token_file(target, A)
     cmd = [sys.executable, "-m", "flax_embed", "tokenize", str(corpus), "-o", str(target)]
-    proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for_ours(out, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    for _ in range(5):  # a command that ended its encoding before it was stopped runs again
+        proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+        try:
+            # Stopped while its two workers live, the command is encoding (the pool is joined
+            # before the file is committed): the TERM lands there, however slow this test is.
+            while len(session_processes(proc.pid)) < 3 and proc.poll() is None:
+                time.sleep(0.002)
+            encoding = False
+            if proc.poll() is None:  # not reaped: its group can be signalled
+                os.killpg(proc.pid, signal.SIGSTOP)
+                encoding = len(session_processes(proc.pid)) == 3
+                if encoding:
+                    proc.send_signal(signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGCONT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            kill_session(proc)
+        if encoding:
+            break
+        write_token_file(target, A)
+    else:
+        pytest.fail("the command never stopped while encoding")
     assert proc.returncode == 143, stderr
     assert_one_line(stderr.decode())
     assert ours(out) == []

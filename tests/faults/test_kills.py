@@ -39,10 +39,12 @@ CASES = [
     ("tokens.npy", "os.fsync", 1, "before", K, "old"),
     ("tokens.npy", "os.replace", 1, "before", T, "old"),
     ("tokens.npy", "os.replace", 1, "after", K, "new"),
+    ("tokens.npy", "os.replace", 1, "after", T, "new"),
     ("tokens.bin", "TokenFileWriter.write", 1, "after", K, "old"),
     ("tokens.bin", "os.replace", 1, "before", K, "old"),  # the sidecar marked incomplete
     ("tokens.bin", "os.replace", 2, "before", K, "half"),  # the data
     ("tokens.bin", "os.replace", 2, "before", T, "old"),
+    ("tokens.bin", "os.replace", 2, "after", T, "new"),  # the pair is finished
     ("tokens.bin", "os.replace", 3, "before", K, "half"),  # the sidecar marked complete
     ("tokens.bin", "os.replace", 3, "before", I, "new"),
     ("tokens.bin", "os.replace", 3, "after", K, "new"),
