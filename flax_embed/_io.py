@@ -30,6 +30,7 @@ import re
 import secrets
 import shutil
 import stat
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -161,12 +162,15 @@ class AtomicFile:
         self.mode = target_mode(self.path)
         remove_stale_temps(self.path)
         self.tmp = temp_path(self.path)
-        self._done = False
         try:
             fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             made = os.fstat(fd)
             self._identity = (made.st_dev, made.st_ino)
             self.file: IO[bytes] = os.fdopen(fd, "wb")
+            # Deletes the temporary if this object is dropped unfinished: an interrupt can
+            # land between a ``with`` block's end and its ``__exit__``'s first line, where
+            # no code of the writer runs (``abort`` is this call; ``rename`` detaches it).
+            self._discard = weakref.finalize(self, _discard, self.file, self.tmp, os.getpid())
         except OSError as e:
             raise _name_target(e, self.path, self.tmp) from None
         except BaseException:  # an interrupt right after the file was made
@@ -189,7 +193,7 @@ class AtomicFile:
             os.replace(self.tmp, self.path)
         except OSError as e:
             raise _name_target(e, self.path, self.tmp) from None
-        self._done = True
+        self._discard.detach()
         _fsync_dir(self.path.parent)
         return self.path
 
@@ -212,12 +216,18 @@ class AtomicFile:
             raise
 
     def abort(self) -> None:
-        """Deletes the temporary; ``path`` is left as it was."""
-        with contextlib.suppress(OSError):
-            self.file.close()
-        if not self._done:
-            self.tmp.unlink(missing_ok=True)
-            self._done = True
+        """Deletes the temporary; ``path`` is left as it was (a no-op once renamed)."""
+        self._discard()
+
+
+def _discard(file: IO[bytes], tmp: Path, pid: int) -> None:
+    """Closes and deletes an ``AtomicFile``'s temporary, in the process that made it (a forked
+    child's copy of the writer neither flushes into the file nor deletes it)."""
+    if os.getpid() != pid:
+        return
+    with contextlib.suppress(OSError):
+        file.close()
+    tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

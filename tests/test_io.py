@@ -1,6 +1,13 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from flax_embed._io import AtomicFile, atomic_open, atomic_path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_writes_the_whole_file(tmp_path):
@@ -63,3 +70,34 @@ def test_a_temporary_is_in_place_once_renamed_onto_the_target_and_only_then(tmp_
     other.write_bytes(b"another writer's")  # made while ours exists: another inode
     other.replace(target)
     assert not written.in_place()
+
+
+def test_a_temporary_dropped_unfinished_is_deleted(tmp_path):
+    # As when an interrupt lands between a ``with`` block's end and its ``__exit__``.
+    written = AtomicFile(tmp_path / "t.bin")
+    written.file.write(b"half")
+    del written
+    assert list(tmp_path.iterdir()) == []
+
+
+_FORK_AND_DROP = """
+import os, sys
+from flax_embed._io import AtomicFile
+written = AtomicFile(sys.argv[1])
+written.file.write(b"parent's")
+written.file.flush()
+pid = os.fork()
+if pid == 0:  # the child drops its copy, as a forked process that exits normally would
+    del written
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0
+written.commit()
+"""
+
+
+def test_a_forked_childs_copy_does_not_delete_the_temporary(tmp_path):
+    # In a fresh process: this one may have JAX's threads, which a fork does not copy.
+    target = tmp_path / "t.bin"
+    subprocess.run([sys.executable, "-c", _FORK_AND_DROP, str(target)], check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert target.read_bytes() == b"parent's"

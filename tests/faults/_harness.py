@@ -17,7 +17,8 @@ right after) the ``nth`` call of ``at`` that touches ``cwd`` (for
 ``os.replace``/``os.mkdir``; every call for the others). The points are the
 writers' steps, patched from the outside: production code has no test hook. ``at``
 is one of ``os.replace``, ``os.fsync``, ``os.mkdir``, ``TokenFileWriter.write``,
-``save_file`` (safetensors').
+``TokenFileWriter.__exit__`` (a signal "before" it lands where the ``with`` block has
+ended and no line of ``__exit__`` has run), ``save_file`` (safetensors').
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def _arm(spec, cwd):
         setattr(os, name, _killer(getattr(os, name), spec, cwd))
     elif at == "os.fsync":
         os.fsync = _killer(os.fsync, spec, cwd, path_arg=False)
-    elif at == "TokenFileWriter.write":
-        cls = token_files.TokenFileWriter
-        cls.write = _killer(cls.write, spec, cwd, path_arg=False)
+    elif at.startswith("TokenFileWriter."):
+        cls, name = token_files.TokenFileWriter, at.split(".")[1]
+        setattr(cls, name, _killer(getattr(cls, name), spec, cwd, path_arg=False))
     elif at == "save_file":
         import safetensors.numpy
 

@@ -37,6 +37,8 @@ CASES = [
     ("tokens.npy", "TokenFileWriter.write", 1, "after", T, "old"),
     ("tokens.npy", "TokenFileWriter.write", 1, "after", I, "old"),
     ("tokens.npy", "os.fsync", 1, "before", K, "old"),
+    ("tokens.npy", "TokenFileWriter.__exit__", 1, "before", I, "old"),  # its temporary dropped
+    ("tokens.bin", "TokenFileWriter.__exit__", 1, "before", T, "old"),
     ("tokens.npy", "os.replace", 1, "before", T, "old"),
     ("tokens.npy", "os.replace", 1, "after", K, "new"),
     ("tokens.npy", "os.replace", 1, "after", T, "new"),
