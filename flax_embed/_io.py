@@ -1,4 +1,5 @@
-"""File plumbing, in one place: atomic writes and the wording of OS errors.
+"""File plumbing, in one place: atomic writes, the wording of OS errors, and holding interrupts
+during the steps that an exception must not cut in two.
 
 Every file flax-embed writes (token files and their sidecars, ``embed --out``,
 ``save_params``, the parity report's ``--json``) goes through this module:
@@ -29,7 +30,9 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import stat
+import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +45,7 @@ __all__ = [
     "atomic_write_json",
     "describe_os_error",
     "file_sha256",
+    "interrupts_held",
     "new_file_mode",
     "remove_stale_temps",
     "resolves_inside",
@@ -76,6 +80,44 @@ def temp_path(path: str | os.PathLike[str]) -> Path:
     """A fresh temporary name beside ``path``: ``.{name}.flax-embed-{pid}-{hex}.tmp``."""
     path = Path(path)
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Defers SIGINT and SIGTERM to the end of the block, where the handlers in place before
+    it run as if the signals had arrived then (raising ``KeyboardInterrupt``, say).
+
+    For steps that an exception must not cut in two: a pool forking a worker (raised inside
+    the fork, it would leave that worker out of the pool's list, alive after the command),
+    the deletion of a temporary. Blocking the signals would not do: one that arrived just
+    before is run by Python at its next line, inside the block; so its handlers are
+    swapped for ones that note the signal.
+    """
+    # Signals are handled in the main thread only; a handler set outside Python is kept.
+    outside = any(signal.getsignal(sig) is None for sig in _INTERRUPTS)
+    if threading.current_thread() is not threading.main_thread() or outside:
+        yield
+        return
+    arrived: list[signal.Signals] = []
+
+    def note(signum: int, frame: object) -> None:
+        arrived.append(signal.Signals(signum))
+
+    previous = {sig: signal.signal(sig, note) for sig in _INTERRUPTS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in arrived:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -225,9 +267,10 @@ def _discard(file: IO[bytes], tmp: Path, pid: int) -> None:
     child's copy of the writer neither flushes into the file nor deletes it)."""
     if os.getpid() != pid:
         return
-    with contextlib.suppress(OSError):
-        file.close()
-    tmp.unlink(missing_ok=True)
+    with interrupts_held():  # an interrupt between the two would leave the temporary
+        with contextlib.suppress(OSError):
+            file.close()
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -263,7 +306,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise _name_target(e, path, tmp, folder) from None
         _fsync_dir(path.parent)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        with interrupts_held():  # not cut short, half the folder left
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager

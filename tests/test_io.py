@@ -1,11 +1,12 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from flax_embed._io import AtomicFile, atomic_open, atomic_path
+from flax_embed._io import AtomicFile, atomic_open, atomic_path, interrupts_held
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,3 +102,27 @@ def test_a_forked_childs_copy_does_not_delete_the_temporary(tmp_path):
     subprocess.run([sys.executable, "-c", _FORK_AND_DROP, str(target)], check=True,
                    env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert target.read_bytes() == b"parent's"
+
+
+class _Signalled(Exception):
+    pass
+
+
+def _raise_signalled(signum, frame):
+    raise _Signalled(signum)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_a_held_block_is_raised_at_its_end(sig):
+    # Raised inside a fork, its exception would leave that worker out of the pool's list;
+    # inside the deletion of a temporary, the temporary.
+    before = signal.signal(sig, _raise_signalled)
+    try:
+        reached = []
+        with pytest.raises(_Signalled), interrupts_held():
+            signal.raise_signal(sig)
+            reached.append("the end of the block")
+        assert reached == ["the end of the block"]
+        assert signal.getsignal(sig) is _raise_signalled
+    finally:
+        signal.signal(sig, before)

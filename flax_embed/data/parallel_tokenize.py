@@ -71,6 +71,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from flax_embed._io import interrupts_held
 from flax_embed._validation import check_positive_int
 from flax_embed.data.corpus import TextRange
 from flax_embed.tokenizer import (
@@ -304,7 +305,7 @@ def iter_encode_parallel(
         if not processes:
             return _range_bytes(chunk), None, pool.submit(encode_chunk, chunk)
         slot = slots.free.popleft() if slots is not None else None  # one free per chunk
-        with _interrupts_held():  # the workers are started in the first submits
+        with interrupts_held():  # the workers are started in the first submits
             return _range_bytes(chunk), slot, pool.submit(_encode_in_worker, chunk, slot)
 
     def result() -> np.ndarray:
@@ -347,7 +348,7 @@ def iter_encode_parallel(
             # exits; the queues are closed (no semaphore left to multiprocessing's tracker).
             # Not killed: a worker killed while it sends a result through the pool's pipe
             # leaves half a message, and the pool's thread waits for the rest forever.
-            with _interrupts_held():  # a second Ctrl-C must not leave a worker running
+            with interrupts_held():  # a second Ctrl-C must not leave a worker running
                 pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -392,43 +393,6 @@ def _process_context() -> multiprocessing.context.BaseContext:
     # this only adds to what a server not started yet loads.
     context.set_forkserver_preload([__name__])
     return context
-
-
-_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Defers SIGINT and SIGTERM to the end of the block, where the handlers in place before
-    it run as if the signals had arrived then (raising ``KeyboardInterrupt``, say).
-
-    An exception raised by a signal's handler while the pool forks a worker would leave
-    that worker out of the pool's list, alive after the command. Blocking the signals
-    would not do: one that arrived just before is run by Python at its next line, inside
-    the block; so its handlers are swapped for ones that note the signal.
-    """
-    # Signals are handled in the main thread only; a handler set outside Python is kept.
-    outside = any(signal.getsignal(sig) is None for sig in _INTERRUPTS)
-    if threading.current_thread() is not threading.main_thread() or outside:
-        yield
-        return
-    arrived: list[signal.Signals] = []
-
-    def note(signum: int, frame: object) -> None:
-        arrived.append(signal.Signals(signum))
-
-    previous = {sig: signal.signal(sig, note) for sig in _INTERRUPTS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for signum in arrived:
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(signum)
 
 
 class _IdSlots:

@@ -81,6 +81,7 @@ from flax_embed._io import (
     atomic_write_json,
     describe_os_error,
     file_sha256,
+    interrupts_held,
     remove_stale_temps,
     resolves_inside,
     temp_path,
@@ -912,7 +913,8 @@ def tokenize_file(
             work.mkdir(mode=0o700)
         return _run(runner, work, units, plan, _show(progress, plan), tok, target=target)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        with interrupts_held():  # not cut short, half the folder left
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _plan(

@@ -407,26 +407,3 @@ def test_a_worker_whose_ids_cannot_go_out_still_ends_after_a_term():
         while worker in session_processes(proc.pid):
             assert time.monotonic() < deadline, "a worker outlived its TERM by 10 s"
             time.sleep(0.05)
-
-
-class _Signalled(Exception):
-    pass
-
-
-def _raise_signalled(signum, frame):
-    raise _Signalled(signum)
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_while_workers_start_is_raised_once_they_are_known(sig):
-    # Raised inside a fork, its exception would leave that worker out of the pool's list.
-    before = signal.signal(sig, _raise_signalled)
-    try:
-        reached = []
-        with pytest.raises(_Signalled), parallel_tokenize._interrupts_held():
-            signal.raise_signal(sig)
-            reached.append("the end of the block")
-        assert reached == ["the end of the block"]
-        assert signal.getsignal(sig) is _raise_signalled
-    finally:
-        signal.signal(sig, before)
