@@ -130,7 +130,6 @@ __all__ = [
     "Runner",
     "RunnerError",
     "ShardedTokenDataset",
-    "file_sha256",
     "manifest_tokenizer",
     "output_paths",
     "read_manifest",

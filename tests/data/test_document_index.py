@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
+from flax_embed._io import file_sha256
 from flax_embed.data import SlidingWindowDataset, read_token_file
 from flax_embed.data import corpus as corpus_module
 from flax_embed.data.packing import PACKING_METHODS, Documents, PackedDataset
@@ -16,7 +17,6 @@ from flax_embed.data.shards import (
     DOCUMENT_INDEX,
     MANIFEST,
     OutputError,
-    file_sha256,
     tokenize_corpus,
 )
 from flax_embed.tokenizer import ENDOFTEXT_ID, encode

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flax_embed._io import file_sha256
 from flax_embed.data import SlidingWindowDataset, read_token_file, write_token_file
 from flax_embed.data import shards as shards_module
 from flax_embed.data.corpus import CorpusError
@@ -18,7 +19,6 @@ from flax_embed.data.shards import (
     MANIFEST,
     LocalRunner,
     OutputError,
-    file_sha256,
     read_manifest,
     tokenize_corpus,
     tokenize_file,
