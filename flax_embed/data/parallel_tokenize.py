@@ -56,6 +56,7 @@ import mmap
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.queues
+import multiprocessing.reduction
 import os
 import re
 import signal
@@ -65,6 +66,7 @@ import time
 import traceback
 import types
 import unicodedata
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -254,10 +256,11 @@ def iter_encode_parallel(
         tokenize`` does). tiktoken's encoder releases the GIL, yet two of its threads in one
         process contend and cost far more CPU than one call (benchmarks/tokenize_e2e.py);
         two processes do not. The processes are forked where that is safe (Linux, no other
-        Python thread, JAX not loaded), and then write the ids to memory shared with the
-        caller (``_IdSlots``), else started by ``forkserver`` or ``spawn``; they ignore
-        SIGINT (the caller's Ctrl-C stops them) and end with the iteration. A text of one
-        chunk is encoded here, without starting any.
+        Python thread, JAX not loaded), else started by ``forkserver`` or ``spawn``; they
+        write the ids to memory shared with the caller (``_IdSlots``: on Linux whichever
+        way they started, elsewhere if forked), ignore SIGINT (the caller's Ctrl-C stops
+        them) and end with the iteration. A text of one chunk is encoded here, without
+        starting any.
       progress: called with the bytes of each part of a ``TextRange`` as its ids are
         yielded (a text piece's bytes are its reader's to report).
 
@@ -290,7 +293,7 @@ def iter_encode_parallel(
     slots = None
     if processes:
         context = _process_context()
-        if context.get_start_method() == "fork":  # the forked workers share the slots' memory
+        if _IdSlots.SHAREABLE or context.get_start_method() == "fork":
             # Two ids per character: more than any text but runs of emoji needs.
             with contextlib.suppress(OSError):  # no memory to reserve: ids in the messages
                 slots = _IdSlots(limit, 2 * chunk_chars, _worker_dtype(tokenizer))
@@ -396,7 +399,7 @@ def _process_context() -> multiprocessing.context.BaseContext:
 
 
 class _IdSlots:
-    """Memory shared with forked workers: ``count`` slots of ``size`` ids each, where a worker
+    """Memory shared with the workers: ``count`` slots of ``size`` ids each, where a worker
     writes a chunk's ids and returns only their number.
 
     The pool sends every result over one pipe that all workers write to. A worker killed
@@ -406,25 +409,55 @@ class _IdSlots:
     ``PIPE_BUF``), which no kill can cut. A chunk with more ids than a slot holds (one far
     past ``chunk_chars`` for want of a safe boundary, or runs of emoji) still sends them in
     the message.
+
+    The memory is a ``memfd`` where the OS has them (Linux, ``SHAREABLE``): a worker started
+    by a forkserver or spawn gets its file descriptor with its start-up arguments (pickled,
+    ``multiprocessing.reduction.DupFd``). Elsewhere it is anonymous memory, which only forked
+    workers share. No page is resident until ids are written to it.
     """
 
-    def __init__(self, count: int, size: int, dtype: np.dtype):
-        self.size = size
-        self.dtype = np.dtype(dtype)
+    SHAREABLE = hasattr(os, "memfd_create")
+
+    def __init__(self, count: int, size: int, dtype: np.dtype, fd: int | None = None):
+        self.count, self.size, self.dtype = count, size, np.dtype(dtype)
         self.free = collections.deque(range(count))
-        # Anonymous and shared: forked processes write to the same pages; none is touched
-        # (so none is resident) until ids are written to it.
-        self._memory = mmap.mmap(-1, count * size * self.dtype.itemsize)
+        nbytes = count * size * self.dtype.itemsize
+        if fd is None and not self.SHAREABLE:
+            self._fd = None
+            self._memory = mmap.mmap(-1, nbytes)
+            return
+        if fd is None:
+            fd = os.memfd_create("flax-embed-ids", os.MFD_CLOEXEC)
+            try:
+                os.ftruncate(fd, nbytes)
+            except BaseException:
+                os.close(fd)
+                raise
+        self._fd = fd
+        weakref.finalize(self, os.close, fd)
+        self._memory = mmap.mmap(fd, nbytes)
+
+    def __reduce__(self):
+        # Pickled for a worker that is not forked: the fd is duplicated into it as it starts.
+        if self._fd is None:
+            raise TypeError("anonymous memory is shared with forked processes only")
+        fd = multiprocessing.reduction.DupFd(self._fd)
+        return _attach_slots, (fd, self.count, self.size, self.dtype.str)
 
     def ids(self, slot: int, n: int) -> np.ndarray:
         """The first ``n`` ids of ``slot``, a view of the shared memory."""
         return np.frombuffer(self._memory, self.dtype, n, slot * self.size * self.dtype.itemsize)
 
 
+def _attach_slots(fd, count: int, size: int, dtype: str) -> _IdSlots:
+    """The slots in a worker started by a forkserver or spawn, from their fd passed to it."""
+    return _IdSlots(count, size, np.dtype(dtype), fd=fd.detach())
+
+
 _worker_encode: Callable[[str | TextRange], np.ndarray] | None = None
 """A worker process's encoder (``_start_worker``)."""
 _worker_slots: _IdSlots | None = None
-"""The slots a forked worker writes its ids to (``_start_worker``)."""
+"""The slots a worker writes its ids to (``_start_worker``)."""
 
 
 def _start_worker(tokenizer: Tokenizer | None, bpe_dir: str | None,

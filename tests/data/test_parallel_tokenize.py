@@ -285,18 +285,22 @@ def test_one_worker_is_one_core_for_a_tokenizer_json(bpe_tokenizer_json):
     assert proc.stdout.split() == ["0", "true"]  # no thread started; the caller's setting kept
 
 
-_FORKED_PAST_A_SLOT = """
-import multiprocessing
+_IDS_PAST_A_SLOT = """
+import multiprocessing, sys
 import numpy as np
 from flax_embed.data import parallel_tokenize
 from flax_embed.tokenizer import encode
 
-assert parallel_tokenize._process_context().get_start_method() == "fork"
-text = "".join(["Plain words, cut often. " * 40, "x" * 3_000, " Then: ", "\\U0001f600" * 500,
+method = sys.argv[1]
+parallel_tokenize._process_context = lambda: multiprocessing.get_context(method)
+in_slots = []  # the chunks whose ids came back in the shared memory
+read = parallel_tokenize._IdSlots.ids
+parallel_tokenize._IdSlots.ids = lambda self, slot, n: in_slots.append(n) or read(self, slot, n)
+text = "".join(["Plain words, cut often. " * 40, "x" * 3_000, " Then: ", "\U0001f600" * 500,
                 " and words again." * 40])
 got = list(parallel_tokenize.iter_encode_parallel([text], workers=2, chunk_chars=200,
                                                   processes=True))
-assert len(got) > 4, len(got)
+assert 0 < len(in_slots) < len(got), (len(in_slots), len(got))
 np.testing.assert_array_equal(np.concatenate(got), encode(text))
 assert not multiprocessing.active_children()
 print("equal")
@@ -304,26 +308,34 @@ print("equal")
 
 
 @pytest.mark.tokenizer  # the subprocess loads GPT-2
-def test_forked_workers_ids_in_shared_memory_and_past_a_slot_are_the_serial_ids():
-    # Forked workers write a chunk's ids to a slot of shared memory (2 ids per character of
-    # chunk_chars); a chunk with no safe boundary for long, or of emoji (up to 4 ids each),
-    # has more and sends them in the message. In a fresh process: one with JAX loaded or
-    # another thread does not fork.
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_ids_in_shared_memory_and_past_a_slot_are_the_serial_ids(method):
+    # Workers write a chunk's ids to a slot of shared memory (2 ids per character of
+    # chunk_chars), forked or not (a memfd passed to them as they start); a chunk with no
+    # safe boundary for long, or of emoji (up to 4 ids each), has more and sends them in the
+    # message. In a fresh process: one with JAX loaded or another thread does not fork.
     from tests.faults.conftest import child_env
 
-    proc = subprocess.run([sys.executable, "-c", _FORKED_PAST_A_SLOT], capture_output=True,
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    proc = subprocess.run([sys.executable, "-c", _IDS_PAST_A_SLOT, method], capture_output=True,
                           text=True, env=child_env(), check=False)  # fmt: skip
     assert (proc.returncode, proc.stdout) == (0, "equal\n"), proc.stderr[-3000:]
 
 
 _ENCODE_ON_A_FORKSERVER = """
-import signal, sys, threading, time
+import errno, os, signal, sys, threading, time
 from flax_embed.data.parallel_tokenize import iter_encode_parallel
 from flax_embed.data.samples import sample_text
 
-# Another thread: the workers are started by a forkserver, not forked, and send their ids in
-# the pool's messages (forked ones write them to shared memory).
+# Another thread: the workers are started by a forkserver, not forked; and no memory for
+# the shared slots, so that they send their ids in the pool's messages.
 threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+def no_memory(*args):
+    raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+os.memfd_create = no_memory
 
 def terminated(signum, frame):
     raise SystemExit(128 + signum)
@@ -407,3 +419,65 @@ def test_a_worker_whose_ids_cannot_go_out_still_ends_after_a_term():
         while worker in session_processes(proc.pid):
             assert time.monotonic() < deadline, "a worker outlived its TERM by 10 s"
             time.sleep(0.05)
+
+
+_TOKENIZE_ON_A_FORKSERVER = """
+import sys, threading, time
+from flax_embed.data.parallel_tokenize import WorkerDiedError
+from flax_embed.data.shards import tokenize_file
+
+# Another thread, as in a JAX program: the workers are started by a forkserver, not forked.
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+try:
+    tokenize_file([sys.argv[1]], sys.argv[2])
+except WorkerDiedError as e:
+    print(e, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+@pytest.mark.tokenizer  # the subprocess loads GPT-2
+def test_a_forkserver_worker_killed_at_any_moment_is_an_error_not_a_hang(tmp_path):
+    # Workers started by a forkserver get the shared slots too (their memfd): they send only
+    # a number, so a SIGKILL (the out-of-memory killer) never cuts a message in the pool's
+    # pipe, where the caller would wait for the rest forever. With the caller stopped, every
+    # worker has sent all it encoded: none may be left writing to the pipe.
+    from flax_embed.data.samples import sample_text
+    from tests.faults.conftest import child_env, kill_session, session_processes, wchan
+
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(sample_text() * 3_000, encoding="utf-8")  # 60 MB
+    proc = subprocess.Popen([sys.executable, "-c", _TOKENIZE_ON_A_FORKSERVER, str(corpus),
+                             str(tmp_path / "tokens.bin")], env=child_env(),
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        # The workers are the forkserver's children: grandchildren of the caller.
+        while len(workers := [p for p in session_processes(proc.pid)
+                              if _parent(p) not in (None, proc.pid, os.getpid())]) < 2:  # fmt: skip
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no worker processes in 60 s"
+            time.sleep(0.005)
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(1)
+        assert [pid for pid in workers if "pipe_write" in wchan(pid)] == []
+        os.kill(workers[0], signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGCONT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the caller hung after a worker was killed")
+        assert proc.returncode == 2, err
+        assert "a tokenizer worker process died" in err.decode(), err.decode()[-3000:]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
+    finally:
+        kill_session(proc)
