@@ -433,14 +433,15 @@ def test_an_error_that_follows_an_interrupt_is_reported_as_the_interrupt(
 
 
 @contextlib.contextmanager
-def _command_with_workers(tmp_path, copies: int):
-    """``flax-embed tokenize`` of ``copies`` x the sample text (20 KB each) with two workers,
-    in its own session, once its workers run; whatever of it is left is killed after."""
+def _command_with_workers(tmp_path, megabytes: int):
+    """``flax-embed tokenize`` of about ``megabytes`` of the sample text, with two workers, in
+    its own session, once its workers run; whatever of it is left is killed after."""
     from flax_embed.data.samples import sample_text
     from tests.faults.conftest import child_env, kill_session, session_processes
 
+    document = sample_text() + ENDOFTEXT  # 4.6 KB
     corpus = tmp_path / "big.txt"
-    corpus.write_text((sample_text() + ENDOFTEXT) * copies, encoding="utf-8")
+    corpus.write_text(document * -(-megabytes * 10**6 // len(document)), encoding="utf-8")
     argv = [sys.executable, "-m", "flax_embed", "tokenize", str(corpus), "-o",
             str(tmp_path / "tokens.bin"), "--workers", "2"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -479,7 +480,7 @@ def _assert_stopped_cleanly(proc, sig, tmp_path):
 def test_a_signal_to_the_process_group_stops_the_workers_cleanly(tmp_path, sig):
     # Ctrl-C (or a TERM to the group) reaches the worker processes too: they must neither die
     # with a traceback nor outlive the command, which prints its one line.
-    with _command_with_workers(tmp_path, copies=3_000) as proc:  # 60 MB
+    with _command_with_workers(tmp_path, megabytes=60) as proc:
         os.killpg(proc.pid, sig)
         _assert_stopped_cleanly(proc, sig, tmp_path)
 
@@ -493,7 +494,7 @@ def test_a_worker_killed_at_any_moment_is_one_line_not_a_hang(tmp_path):
     # left writing to the pipe.
     from tests.faults.conftest import session_processes, wchan
 
-    with _command_with_workers(tmp_path, copies=3_000) as proc:  # 60 MB
+    with _command_with_workers(tmp_path, megabytes=60) as proc:
         time.sleep(0.3)
         os.kill(proc.pid, signal.SIGSTOP)
         time.sleep(1)

@@ -341,7 +341,7 @@ def terminated(signum, frame):
     raise SystemExit(128 + signum)
 
 signal.signal(signal.SIGTERM, terminated)
-text = (sample_text() + "<|endoftext|>") * 500  # 10 MB
+text = (sample_text() + "<|endoftext|>") * 500  # 2.3 MB
 for ids in iter_encode_parallel([text], workers=2, processes=True):
     pass
 """
@@ -454,7 +454,7 @@ def test_a_forkserver_worker_killed_at_any_moment_is_an_error_not_a_hang(tmp_pat
     from tests.faults.conftest import child_env, kill_session, session_processes, wchan
 
     corpus = tmp_path / "big.txt"
-    corpus.write_text(sample_text() * 3_000, encoding="utf-8")  # 60 MB
+    corpus.write_text(sample_text() * 13_200, encoding="utf-8")  # 60 MB
     proc = subprocess.Popen([sys.executable, "-c", _TOKENIZE_ON_A_FORKSERVER, str(corpus),
                              str(tmp_path / "tokens.bin")], env=child_env(),
                             stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
