@@ -389,6 +389,7 @@ def _session_ends(session: int, seconds: float) -> bool:
     return True
 
 
+@pytest.mark.harness  # 5 s each, of the fallback in which ids go in the messages
 @pytest.mark.tokenizer  # the subprocess loads GPT-2
 def test_a_term_to_the_group_while_a_worker_sends_its_ids_does_not_hang():
     # GNU timeout and Slurm send TERM to the whole process group. A worker it killed halfway
@@ -405,6 +406,7 @@ def test_a_term_to_the_group_while_a_worker_sends_its_ids_does_not_hang():
         assert _session_ends(proc.pid, 10), "a process outlived the TERM"
 
 
+@pytest.mark.harness  # 5 s each, of the fallback in which ids go in the messages
 @pytest.mark.tokenizer
 def test_a_worker_whose_ids_cannot_go_out_still_ends_after_a_term():
     # ... but not forever: a broken pool stops reading, then sends TERM to its workers and
@@ -451,7 +453,12 @@ def test_a_forkserver_worker_killed_at_any_moment_is_an_error_not_a_hang(tmp_pat
     # pipe, where the caller would wait for the rest forever. With the caller stopped, every
     # worker has sent all it encoded: none may be left writing to the pipe.
     from flax_embed.data.samples import sample_text
-    from tests.faults.conftest import child_env, kill_session, session_processes, wchan
+    from tests.faults.conftest import (
+        child_env,
+        kill_a_worker_of_a_stopped_caller,
+        kill_session,
+        session_processes,
+    )
 
     corpus = tmp_path / "big.txt"
     corpus.write_text(sample_text() * 13_200, encoding="utf-8")  # 60 MB
@@ -467,17 +474,9 @@ def test_a_forkserver_worker_killed_at_any_moment_is_an_error_not_a_hang(tmp_pat
             assert time.monotonic() < deadline, "no worker processes in 60 s"
             time.sleep(0.005)
         time.sleep(0.3)
-        os.kill(proc.pid, signal.SIGSTOP)
-        time.sleep(1)
-        assert [pid for pid in workers if "pipe_write" in wchan(pid)] == []
-        os.kill(workers[0], signal.SIGKILL)
-        os.kill(proc.pid, signal.SIGCONT)
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the caller hung after a worker was killed")
+        err = kill_a_worker_of_a_stopped_caller(proc, workers)
         assert proc.returncode == 2, err
-        assert "a tokenizer worker process died" in err.decode(), err.decode()[-3000:]
+        assert "a tokenizer worker process died" in err, err[-3000:]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
     finally:
         kill_session(proc)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,22 @@ def kill_session(proc: subprocess.Popen) -> None:
         proc.wait()
     for pid in session_processes(proc.pid):
         os.kill(pid, signal.SIGKILL)
+
+
+def kill_a_worker_of_a_stopped_caller(proc: subprocess.Popen, workers: list[int]) -> str:
+    """Stops ``proc`` for 1 s, so that its ``workers`` send all they have encoded; checks that
+    none is left writing to a pipe; SIGKILLs the first and lets ``proc`` go on. Returns its
+    stderr once it has ended; the test fails if it hangs for 60 s."""
+    os.kill(proc.pid, signal.SIGSTOP)
+    time.sleep(1)
+    assert [pid for pid in workers if "pipe_write" in wchan(pid)] == []
+    os.kill(workers[0], signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGCONT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the caller hung after a worker was killed")
+    return err.decode()
 
 
 def wchan(pid: int) -> str:
