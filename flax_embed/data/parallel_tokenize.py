@@ -422,11 +422,7 @@ class _IdSlots:
         self.count, self.size, self.dtype = count, size, np.dtype(dtype)
         self.free = collections.deque(range(count))
         nbytes = count * size * self.dtype.itemsize
-        if fd is None and not self.SHAREABLE:
-            self._fd = None
-            self._memory = mmap.mmap(-1, nbytes)
-            return
-        if fd is None:
+        if fd is None and self.SHAREABLE:
             fd = os.memfd_create("flax-embed-ids", os.MFD_CLOEXEC)
             try:
                 os.ftruncate(fd, nbytes)
@@ -434,8 +430,9 @@ class _IdSlots:
                 os.close(fd)
                 raise
         self._fd = fd
-        weakref.finalize(self, os.close, fd)
-        self._memory = mmap.mmap(fd, nbytes)
+        if fd is not None:
+            weakref.finalize(self, os.close, fd)
+        self._memory = mmap.mmap(-1 if fd is None else fd, nbytes)
 
     def __reduce__(self):
         # Pickled for a worker that is not forked: the fd is duplicated into it as it starts.

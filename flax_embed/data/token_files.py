@@ -137,7 +137,8 @@ class TokenFileWriter:
         self.vocab_size = int(vocab_size)
         self.count = 0
         self._crc32 = 0
-        self._sha256 = hashlib.sha256()  # of a .bin's bytes, as they are written
+        # A .bin's bytes, hashed as they are written (a .npy's header changes at the commit).
+        self._sha256 = hashlib.sha256() if self.layout == "bin" else None
         self._committed = False
         if self.layout == "bin" and sidecar_path(self.path).is_dir():
             sidecar = sidecar_path(self.path)
@@ -172,7 +173,8 @@ class TokenFileWriter:
         data = ids_N.astype(self.dtype, copy=False).tobytes()
         self._file.write(data)
         self._crc32 = zlib.crc32(data, self._crc32)
-        self._sha256.update(data)
+        if self._sha256 is not None:
+            self._sha256.update(data)
         self.count += ids_N.size
 
     @property
@@ -184,7 +186,7 @@ class TokenFileWriter:
         """
         if not self._committed:
             raise RuntimeError(f"{self.path}: not written yet (commit() first)")
-        if self.layout == "npy":
+        if self._sha256 is None:
             return file_sha256(self.path)
         return "sha256:" + self._sha256.hexdigest()
 

@@ -438,14 +438,6 @@ except WorkerDiedError as e:
 """
 
 
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return None
-
-
 @pytest.mark.tokenizer  # the subprocess loads GPT-2
 def test_a_forkserver_worker_killed_at_any_moment_is_an_error_not_a_hang(tmp_path):
     # Workers started by a forkserver get the shared slots too (their memfd): they send only
@@ -457,6 +449,7 @@ def test_a_forkserver_worker_killed_at_any_moment_is_an_error_not_a_hang(tmp_pat
         child_env,
         kill_a_worker_of_a_stopped_caller,
         kill_session,
+        parent_of,
         session_processes,
     )
 
@@ -468,8 +461,9 @@ def test_a_forkserver_worker_killed_at_any_moment_is_an_error_not_a_hang(tmp_pat
     try:
         deadline = time.monotonic() + 60
         # The workers are the forkserver's children: grandchildren of the caller.
+        not_workers = (None, proc.pid, os.getpid())
         while len(workers := [p for p in session_processes(proc.pid)
-                              if _parent(p) not in (None, proc.pid, os.getpid())]) < 2:  # fmt: skip
+                              if parent_of(p) not in not_workers]) < 2:  # fmt: skip
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no worker processes in 60 s"
             time.sleep(0.005)

@@ -100,18 +100,28 @@ def wchan(pid: int) -> str:
         return ""
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command's name (state, ppid, pgrp, session,
+    ...), or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent's pid (None if ``pid`` is gone)."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[1])
+
+
 def session_processes(session: int) -> list[int]:
     """The live (not zombie) processes of ``session``, from /proc."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":  # state, ppid, pgrp, session
+        fields = _stat(entry) if entry.isdigit() else None
+        if fields is not None and int(fields[3]) == session and fields[0] != "Z":
             found.append(int(entry))
     return found
 

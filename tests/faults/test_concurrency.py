@@ -106,17 +106,25 @@ def _wait_for_ours(folder, proc, timeout=30.0):
         time.sleep(0.002)
 
 
-@pytest.mark.tokenizer
-def test_a_real_sigterm_during_tokenize(tmp_path):
+def _tokenize_over_an_old_file(tmp_path):
+    """A 3 MB corpus (no progress bar), ``out/t.bin`` holding ``A``, and the command that
+    tokenizes the one into the other: ``(text, out, target, cmd)``."""
     from flax_embed.data.samples import sample_text
 
+    text = sample_text() * 700
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(sample_text() * 700, encoding="utf-8")  # 3 MB: no progress bar
+    corpus.write_text(text, encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
     target = out / "t.bin"
     write_token_file(target, A)
-    cmd = [sys.executable, "-m", "flax_embed", "tokenize", str(corpus), "-o", str(target)]
+    return text, out, target, [sys.executable, "-m", "flax_embed", "tokenize", str(corpus),
+                               "-o", str(target)]  # fmt: skip
+
+
+@pytest.mark.tokenizer
+def test_a_real_sigterm_during_tokenize(tmp_path):
+    _, out, target, cmd = _tokenize_over_an_old_file(tmp_path)
     for _ in range(5):  # a command that ended its encoding before it was stopped runs again
         proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
@@ -151,16 +159,8 @@ def test_a_real_sigterm_during_tokenize(tmp_path):
 def test_a_sigterm_at_a_random_moment_leaves_the_old_file_or_the_whole_new_one(tmp_path):
     # A sample, not a proof: SIGTERMs at random moments of 40 runs. Each window the fault
     # suite pins (test_kills.py) was first found this way, one run in a few hundred.
-    from flax_embed.data.samples import sample_text
-
-    text = sample_text() * 700  # 3 MB: no progress bar
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(text, encoding="utf-8")
+    text, out, target, cmd = _tokenize_over_an_old_file(tmp_path)
     new = encode(text)
-    out = tmp_path / "out"
-    out.mkdir()
-    target = out / "t.bin"
-    cmd = [sys.executable, "-m", "flax_embed", "tokenize", str(corpus), "-o", str(target)]
     rng = random.Random(0)
     for _ in range(40):
         write_token_file(target, A)
